@@ -1,0 +1,1 @@
+"""Breedlab's transfer-learning engine: plain PyTorch, no Django."""
