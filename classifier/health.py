@@ -1,0 +1,81 @@
+"""Health of the dependencies one web process relies on: database, broker, worker, active model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from django.conf import settings
+from django.db import connection
+
+from classifier import selectors
+
+
+@dataclass
+class Check:
+    status: str  # "ok" | "down" | "none"
+    detail: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def failing(self) -> bool:
+        return self.status == "down"
+
+    def as_dict(self) -> dict:
+        return {"status": self.status, "detail": self.detail, **self.extra}
+
+
+def check_database() -> Check:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # any driver error means "down"
+        return Check("down", f"{type(exc).__name__}: {exc}".strip())
+    return Check("ok", connection.vendor)
+
+
+def check_broker() -> Check:
+    timeout = settings.BREEDLAB_HEALTH_TIMEOUT
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client.ping()
+    except redis.RedisError as exc:
+        return Check("down", f"Redis does not answer: {exc}")
+    return Check("ok", "redis")
+
+
+def check_worker() -> Check:
+    """At least one Celery worker consumes the ``training`` queue and answers a ping."""
+    from config.celery import app
+
+    try:
+        replies = app.control.inspect(timeout=settings.BREEDLAB_HEALTH_TIMEOUT).active_queues() or {}
+    except Exception as exc:  # broker errors surface here as kombu/redis exceptions
+        return Check("down", f"cannot reach workers: {exc}")
+    training = sorted(name for name, queues in replies.items() if any(q.get("name") == "training" for q in queues))
+    if not training:
+        return Check("down", "no worker consumes the 'training' queue", {"workers": sorted(replies)})
+    return Check("ok", f"{len(training)} worker(s)", {"workers": training})
+
+
+def check_model() -> Check:
+    version = selectors.model_get_active()
+    if version is None:
+        return Check("none", "no fine-tuned model is active yet")
+    folder = Path(settings.RUNS_ROOT) / version.path
+    if not (folder / "model.safetensors").is_file():
+        return Check("down", f"the active model's files are missing from {folder}", {"id": version.pk})
+    return Check("ok", version.name, {"id": version.pk, "backbone": version.backbone})
+
+
+def health_report() -> tuple[bool, dict]:
+    checks = {
+        "database": check_database(),
+        "broker": check_broker(),
+    }
+    checks["worker"] = check_worker() if not checks["broker"].failing else Check("down", "broker is down")
+    checks["model"] = check_model() if not checks["database"].failing else Check("down", "database is down")
+    healthy = not any(check.failing for check in checks.values())
+    return healthy, {"status": "ok" if healthy else "down", **{name: c.as_dict() for name, c in checks.items()}}

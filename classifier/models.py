@@ -1,0 +1,247 @@
+"""Breedlab's rows: datasets, training runs and their metrics, model versions, predictions."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
+
+
+class Dataset(models.Model):
+    """An ImageFolder-layout collection of photos, one folder per class, stored under DATASETS_ROOT.
+
+    A dataset used by a run is never changed in place: changes make a new version (a new row
+    with the same name and ``version + 1`` pointing at its ``parent``).
+    """
+
+    class Status(models.TextChoices):
+        IMPORTING = "importing", _("importing")
+        READY = "ready", _("ready")
+        FAILED = "failed", _("failed")
+
+    name = models.CharField(_("name"), max_length=100)
+    version = models.PositiveIntegerField(_("version"), default=1)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children", verbose_name=_("parent")
+    )
+    description = models.TextField(_("description"), blank=True)
+    path = models.CharField(_("folder"), max_length=500, help_text=_("Relative to the datasets storage root."))
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.IMPORTING)
+    classes = models.JSONField(_("classes"), default=list, blank=True)
+    image_count = models.PositiveIntegerField(_("images"), default=0)
+    report = models.JSONField(_("validation report"), default=dict, blank=True)
+    split = models.JSONField(_("train/validation split"), default=dict, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, verbose_name=_("created by")
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "-version"]
+        verbose_name = _("dataset")
+        verbose_name_plural = _("datasets")
+        constraints = [models.UniqueConstraint(fields=["name", "version"], name="dataset_name_version_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("classifier:dataset_detail", args=[self.pk])
+
+    @property
+    def problems(self) -> list[str]:
+        """Reasons that make training on this dataset pointless (empty when it is usable)."""
+        return list(self.report.get("problems", []))
+
+    @property
+    def class_count(self) -> int:
+        return len(self.classes)
+
+
+class TrainingRun(models.Model):
+    """One fine-tuning job: its configuration, its state machine and its outcome."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("queued")
+        RUNNING = "running", _("running")
+        SUCCEEDED = "succeeded", _("succeeded")
+        FAILED = "failed", _("failed")
+        CANCELLED = "cancelled", _("cancelled")
+
+    FINAL_STATES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+    ACTIVE_STATES = frozenset({Status.QUEUED, Status.RUNNING})
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="runs", verbose_name=_("dataset"))
+    config = models.JSONField(_("configuration"), default=dict)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, verbose_name=_("started by")
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    heartbeat_at = models.DateTimeField(_("heartbeat"), null=True, blank=True)
+    progress = models.FloatField(_("progress"), default=0.0, help_text=_("From 0 to 1."))
+    progress_detail = models.JSONField(_("progress detail"), default=dict, blank=True)
+    cancel_requested = models.BooleanField(_("cancel requested"), default=False)
+    promote_when_done = models.BooleanField(_("promote when done if better"), default=False)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    worker = models.CharField(_("worker"), max_length=200, blank=True)
+    out_dir = models.CharField(_("output folder"), max_length=500, blank=True)
+    best_val_acc = models.FloatField(_("best validation accuracy"), null=True, blank=True)
+    result = models.JSONField(_("result"), default=dict, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    traceback = models.TextField(_("traceback"), blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("training run")
+        verbose_name_plural = _("training runs")
+
+    def __str__(self) -> str:
+        return f"Run #{self.pk} ({self.get_status_display()})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("classifier:run_detail", args=[self.pk])
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATES
+
+    @property
+    def backbone(self) -> str:
+        return str(self.config.get("backbone", ""))
+
+    @property
+    def optimizer(self) -> str:
+        return str(self.config.get("optimizer", ""))
+
+    @property
+    def duration(self):
+        if self.started_at is None:
+            return None
+        from django.utils import timezone
+
+        return (self.finished_at or timezone.now()) - self.started_at
+
+
+class EpochMetric(models.Model):
+    """Metrics of one epoch of one phase ("head" or "finetune") of a run."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="epochs", verbose_name=_("run"))
+    phase = models.CharField(_("phase"), max_length=16)
+    epoch = models.PositiveIntegerField(_("epoch"))
+    train_loss = models.FloatField(_("train loss"), null=True, blank=True)
+    train_acc = models.FloatField(_("train accuracy"), null=True, blank=True)
+    val_loss = models.FloatField(_("validation loss"), null=True, blank=True)
+    val_acc = models.FloatField(_("validation accuracy"), null=True, blank=True)
+    lr = models.FloatField(_("learning rate"), null=True, blank=True)
+    seconds = models.FloatField(_("seconds"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "id"]
+        verbose_name = _("epoch metric")
+        verbose_name_plural = _("epoch metrics")
+        constraints = [
+            models.UniqueConstraint(fields=["run", "phase", "epoch"], name="epochmetric_run_phase_epoch_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.phase} #{self.epoch}"
+
+
+class ModelVersion(models.Model):
+    """A servable model: the files a run produced. At most one is active (a database constraint)."""
+
+    run = models.OneToOneField(
+        TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="model_version", verbose_name=_("run")
+    )
+    name = models.CharField(_("name"), max_length=200)
+    backbone = models.CharField(_("backbone"), max_length=100)
+    path = models.CharField(_("folder"), max_length=500, help_text=_("Relative to the runs storage root."))
+    class_names = models.JSONField(_("classes"), default=list)
+    metrics = models.JSONField(_("metrics"), default=dict, blank=True)
+    is_active = models.BooleanField(_("active"), default=False)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    promoted_at = models.DateTimeField(_("promoted"), null=True, blank=True)
+    promoted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("promoted by"),
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("model version")
+        verbose_name_plural = _("model versions")
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="modelversion_one_active")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def val_acc(self) -> float | None:
+        value = self.metrics.get("val_acc")
+        return float(value) if value is not None else None
+
+
+class Prediction(models.Model):
+    """One classification request: the photo, which model answered, and what it said."""
+
+    created_at = models.DateTimeField(_("time"), auto_now_add=True, db_index=True)
+    image = models.ImageField(_("photo"), upload_to="predictions/%Y/%m/", blank=True)
+    image_sha256 = models.CharField(_("photo SHA-256"), max_length=64, blank=True)
+    original_name = models.CharField(_("uploaded file name"), max_length=255, blank=True)
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="predictions", verbose_name=_("model")
+    )
+    is_dog = models.BooleanField(_("is a dog"), null=True)
+    top_label = models.CharField(_("answer"), max_length=200, blank=True)
+    top_score = models.FloatField(_("confidence"), null=True, blank=True)
+    result = models.JSONField(_("result"), default=dict, blank=True)
+    elapsed_ms = models.FloatField(_("time taken (ms)"), null=True, blank=True)
+    source = models.CharField(_("source"), max_length=16, default="web")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, verbose_name=_("user")
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("prediction")
+        verbose_name_plural = _("predictions")
+
+    def __str__(self) -> str:
+        return f"{self.top_label or '—'} ({self.created_at:%Y-%m-%d %H:%M})"
+
+
+class Feedback(models.Model):
+    """A user's correction: "this is not a X, it is a Y". Staff can merge corrections into a dataset."""
+
+    prediction = models.ForeignKey(
+        Prediction, on_delete=models.CASCADE, related_name="feedback", verbose_name=_("prediction")
+    )
+    correct_label = models.CharField(_("correct breed"), max_length=200)
+    created_at = models.DateTimeField(_("time"), auto_now_add=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, verbose_name=_("user")
+    )
+    merged_into = models.ForeignKey(
+        Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("merged into")
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("correction")
+        verbose_name_plural = _("corrections")
+
+    def __str__(self) -> str:
+        return f"{self.prediction_id} → {self.correct_label}"

@@ -1,0 +1,1 @@
+"""Web pages. One module per area: classify, runs, versions (models), datasets."""

@@ -1,0 +1,106 @@
+"""Small helpers that read settings from the environment and fail loudly on a bad value.
+
+Each helper raises ``ImproperlyConfigured`` with one sentence that names the variable, the
+bad value and what would be accepted, so a misconfigured process stops at start-up instead
+of misbehaving later.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return default if value is None else value
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off.")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a whole number.") from None
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name}={number} is too small: it must be at least {minimum}.")
+    if maximum is not None and number > maximum:
+        raise ImproperlyConfigured(f"{name}={number} is too large: it must be at most {maximum}.")
+    return number
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number.") from None
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name}={number} is too small: it must be at least {minimum}.")
+    if maximum is not None and number > maximum:
+        raise ImproperlyConfigured(f"{name}={number} is too large: it must be at most {maximum}.")
+    return number
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name)
+    if value is None:
+        return list(default)
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_path(name: str, default: Path, *, base: Path) -> Path:
+    """A filesystem path; relative values are taken relative to ``base`` (the project root)."""
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def read_secret_key(base: Path, *, debug: bool) -> str:
+    """SECRET_KEY from the environment, or from the file named by SECRET_KEY_FILE.
+
+    In DEBUG a fixed development key is allowed; otherwise a missing key stops the process.
+    """
+    key = os.environ.get("SECRET_KEY", "").strip()
+    key_file = os.environ.get("SECRET_KEY_FILE", "").strip()
+    if key:
+        return key
+    if key_file:
+        path = Path(key_file)
+        path = path if path.is_absolute() else base / path
+        try:
+            key = path.read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"SECRET_KEY_FILE={key_file!r} cannot be read: {exc.strerror}.") from None
+        if len(key) < 32:
+            raise ImproperlyConfigured(f"SECRET_KEY_FILE={key_file!r} holds a key shorter than 32 characters.")
+        return key
+    if debug:
+        return "django-insecure-development-only-key-do-not-use-in-production"
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set: set SECRET_KEY (or SECRET_KEY_FILE), or DEBUG=1 for local development "
+        "('make run' generates one into var/secret_key)."
+    )

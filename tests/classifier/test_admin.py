@@ -1,0 +1,36 @@
+import pytest
+
+from classifier.models import Feedback, ModelVersion, Prediction
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize("model", ["dataset", "trainingrun", "epochmetric", "modelversion", "prediction", "feedback"])
+def test_staff_can_open_every_changelist(staff_client, make_run, model):
+    run = make_run()
+    version = ModelVersion.objects.create(run=run, name="v1", backbone="efficientnet_lite0", path="v1")
+    prediction = Prediction.objects.create(model_version=version, top_label="beagle", top_score=0.9, is_dog=True)
+    Feedback.objects.create(prediction=prediction, correct_label="pug")
+    response = staff_client.get(f"/admin/classifier/{model}/")
+    assert response.status_code == 200
+
+
+def test_anonymous_visitors_are_sent_to_the_login_page(client):
+    response = client.get("/admin/classifier/trainingrun/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_ensure_admin_creates_one_account_once(monkeypatch, django_user_model):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    monkeypatch.delenv("DJANGO_SUPERUSER_PASSWORD", raising=False)
+    out = StringIO()
+    call_command("ensure_admin", stdout=out)
+    assert "password:" in out.getvalue()
+    assert django_user_model.objects.filter(is_superuser=True).count() == 1
+    out = StringIO()
+    call_command("ensure_admin", stdout=out)
+    assert "exists already" in out.getvalue()
+    assert django_user_model.objects.filter(is_superuser=True).count() == 1

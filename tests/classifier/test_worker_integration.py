@@ -1,0 +1,74 @@
+"""A real Redis, a real Celery worker process, a real task, a real database row."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from classifier.models import TrainingRun
+from tests.services import start_worker, stop_process
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def database_url_for_other_processes() -> str:
+    """The URL of the test database this process uses, for a worker process to share it."""
+    conf = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{conf['NAME']}"
+    user = conf.get("USER") or ""
+    password = f":{conf['PASSWORD']}" if conf.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{conf.get('HOST') or '127.0.0.1'}:{conf.get('PORT') or 5432}/{conf['NAME']}"
+
+
+@pytest.fixture
+def celery_app(redis_url):
+    from config.celery import app
+
+    with app.connection_for_write(redis_url) as conn:
+        conn.default_channel.client.delete("training")  # start from an empty queue
+        yield app, conn
+
+
+@pytest.fixture
+def worker(celery_app, redis_url, tmp_path, settings):
+    env = {
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": database_url_for_other_processes(),
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": "integration-test-secret-key-0123456789abcdefghijklmnop",
+        "BREEDLAB_VAR_DIR": str(tmp_path / "var"),
+        "BREEDLAB_RUNS_ROOT": str(settings.RUNS_ROOT),
+        "BREEDLAB_DATASETS_ROOT": str(settings.DATASETS_ROOT),
+    }
+    proc = start_worker(env=env, name="itest", log=tmp_path / "worker.log")
+    yield proc
+    stop_process(proc)
+
+
+def test_a_real_worker_runs_a_task_sent_through_redis(worker, celery_app, make_run, tmp_path):
+    _app, conn = celery_app
+    from classifier.tasks import reap_stale_runs
+
+    long_ago = timezone.now() - timedelta(hours=1)
+    stale = make_run(status=TrainingRun.Status.RUNNING, started_at=long_ago, heartbeat_at=long_ago)
+    alive = make_run(status=TrainingRun.Status.RUNNING, started_at=long_ago, heartbeat_at=timezone.now())
+
+    reap_stale_runs.apply_async(connection=conn)
+
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        stale.refresh_from_db()
+        if stale.status != TrainingRun.Status.RUNNING:
+            break
+        assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+        time.sleep(0.3)
+    assert stale.status == TrainingRun.Status.FAILED, (tmp_path / "worker.log").read_text()
+    assert "Worker lost" in stale.error
+    alive.refresh_from_db()
+    assert alive.status == TrainingRun.Status.RUNNING
