@@ -1,6 +1,5 @@
-"""Writes: every change to Breedlab's rows goes through a function here.
+"""Writes for training runs."""
 
-Names follow ``<entity>_<action>`` and take keyword-only arguments.
 """
 
 from __future__ import annotations
