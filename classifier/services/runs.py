@@ -1,7 +1,5 @@
 """Writes for training runs."""
 
-"""
-
 from __future__ import annotations
 
 import logging
