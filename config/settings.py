@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "classifier",
 ]
@@ -189,6 +190,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Classify dog photos with fine-tuned models and manage training runs.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",  # served from our own static files, never a CDN
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # 6. Security: HTTPS=1 behind TLS turns on the settings `check --deploy` asks for --------------

@@ -1,5 +1,5 @@
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from classifier.api import views
 
@@ -7,5 +7,6 @@ app_name = "api"
 
 urlpatterns = [
     path("health", views.health, name="health"),
-    path("schema", SpectacularAPIView.as_view(), name="schema"),
+    path("openapi.json", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]
