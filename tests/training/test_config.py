@@ -1,0 +1,49 @@
+import json
+
+import pytest
+
+from training.config import TrainConfig, recipe_lrs
+from training.errors import ConfigError
+
+
+def test_config_round_trips_through_json():
+    config = TrainConfig(data_dir="/data", val_dir="/val", unfreeze_blocks=-1, schedule="onecycle")
+    again = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config
+
+
+def test_from_dict_rejects_unknown_keys_naming_them():
+    with pytest.raises(ConfigError, match="learning_rate"):
+        TrainConfig.from_dict({"data_dir": "/data", "learning_rate": 0.1})
+
+
+def test_defaults_validate():
+    assert TrainConfig(data_dir="/data").validate().backbone == "efficientnet_lite0"
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"head_epochs": -1}, "head_epochs"),
+        ({"schedule": "linear"}, "schedule"),
+        ({"optimizer": "lbfgs"}, "valid optimizers are"),
+        ({"val_fraction": 1.5}, "val_fraction"),
+        ({"head_lr": 0}, "head_lr"),
+        ({"augmentation": "heavy"}, "augmentation"),
+        ({"head_epochs": 0, "finetune_epochs": 0}, "At least one"),
+        ({"unfreeze_blocks": -3}, "unfreeze_blocks"),
+        ({"device": "tpu"}, "device"),
+    ],
+)
+def test_validate_raises_one_clear_sentence(change, fragment):
+    with pytest.raises(ConfigError, match=fragment) as info:
+        TrainConfig(data_dir="/data", **change).validate()
+    assert "\n" not in str(info.value)
+
+
+def test_recipe_learning_rates_scale_with_the_optimizer_default():
+    head_adamw, _ = recipe_lrs("adamw")
+    head_sgd, _ = recipe_lrs("sgd")
+    assert head_sgd == pytest.approx(head_adamw * 100)  # 0.1 vs 1e-3 default learning rates
+    with pytest.raises(ConfigError):
+        recipe_lrs("nope")
