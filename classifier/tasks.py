@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
+from celery.signals import worker_ready
 
 from classifier.services import runs as run_services
 
+log = logging.getLogger(__name__)
 
-@shared_task(name="classifier.tasks.reap_stale_runs", ignore_result=True)
+
+@shared_task(name="classifier.tasks.execute_run", bind=True, ignore_result=True, acks_late=True)
+def execute_run(self, run_id: int) -> str | None:
+    """Train one run. Enqueued by services.runs.run_enqueue with time limits from its config."""
+    return run_services.run_execute(run_id=int(run_id), worker=self.request.hostname or "")
+
+
+# A reaper message that waited behind a long run is pointless by the time it runs: drop it.
+@shared_task(name="classifier.tasks.reap_stale_runs", ignore_result=True, expires=50)
 def reap_stale_runs() -> list[int]:
-    """Periodic: fail runs whose worker stopped sending heartbeats."""
+    """Periodic (beat): re-queue or fail runs whose worker stopped sending heartbeats."""
     return run_services.run_reap_stale()
+
+
+@worker_ready.connect
+def reap_at_worker_start(sender=None, **kwargs) -> None:
+    """A worker that starts cannot be running anything: runs it held before a crash are lost."""
+    hostname = getattr(sender, "hostname", "") or ""
+    try:
+        reaped = run_services.run_reap_at_worker_start(worker=hostname)
+    except Exception:  # never keep a worker from starting
+        log.exception("reaper at worker start failed")
+        return
+    if reaped:
+        log.warning("worker %s started: reaped runs %s", hostname, reaped)

@@ -7,6 +7,7 @@ the process at start with one sentence naming the variable.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -211,8 +212,32 @@ X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 
 # 7. Breedlab --------------------------------------------------------------------------------
-BREEDLAB_HEARTBEAT_TIMEOUT = env_int("BREEDLAB_HEARTBEAT_TIMEOUT", 120, minimum=10)
+BREEDLAB_HEARTBEAT_TIMEOUT = env_int("BREEDLAB_HEARTBEAT_TIMEOUT", 120, minimum=1)
+# A run whose worker was lost is re-queued to resume from its last epoch until it has been
+# started this many times; then it fails ("worker lost").
+BREEDLAB_MAX_RUN_ATTEMPTS = env_int("BREEDLAB_MAX_RUN_ATTEMPTS", 2, minimum=1)
+# Validation photos behind a run's confusion matrix: shown to everyone (False: staff only).
+BREEDLAB_PUBLIC_DATASET_IMAGES = env_bool("BREEDLAB_PUBLIC_DATASET_IMAGES", True)
 BREEDLAB_HEALTH_TIMEOUT = env_float("BREEDLAB_HEALTH_TIMEOUT", 1.0, minimum=0.05, maximum=30)
+
+# Serving (classifier/inference.py). Threads per inference call: gunicorn runs WEB_CONCURRENCY
+# processes x WEB_THREADS threads; with 1 thread per call, concurrent requests fill the cores
+# instead of fighting over them (bench/RESULTS-serving.md).
+BREEDLAB_INFERENCE_THREADS = env_int("BREEDLAB_INFERENCE_THREADS", 1, minimum=1, maximum=64)
+BREEDLAB_INFERENCE_ENGINE = env_str("BREEDLAB_INFERENCE_ENGINE", "onnxruntime")
+if BREEDLAB_INFERENCE_ENGINE not in ("onnxruntime", "torch"):
+    raise ImproperlyConfigured(f"BREEDLAB_INFERENCE_ENGINE={BREEDLAB_INFERENCE_ENGINE!r} must be onnxruntime or torch.")
+# Exported ONNX graphs and calibrations that cannot be written next to a model (RUNS_ROOT may be read-only).
+BREEDLAB_SERVING_CACHE_DIR = env_path("BREEDLAB_SERVING_CACHE_DIR", VAR_DIR / "cache" / "serving", base=BASE_DIR)
+# The pretrained network that answers "before" (and alone, while no fine-tuned model is active).
+BREEDLAB_BASE_BACKBONE = env_str("BREEDLAB_BASE_BACKBONE", "efficientnet_lite0")
+BREEDLAB_MAX_BATCH_IMAGES = env_int("BREEDLAB_MAX_BATCH_IMAGES", 16, minimum=1, maximum=256)
+# Prediction requests per client: "<n>/<s|m|h|d>", or "off".
+BREEDLAB_RATE_LIMIT = env_str("BREEDLAB_RATE_LIMIT", "60/m").strip().lower()
+if BREEDLAB_RATE_LIMIT != "off" and not re.fullmatch(r"[1-9]\d*/[smhd]", BREEDLAB_RATE_LIMIT):
+    raise ImproperlyConfigured(f"BREEDLAB_RATE_LIMIT={BREEDLAB_RATE_LIMIT!r} must look like 60/m (per s, m, h or d) or be off.")
+# Behind a reverse proxy, the client is the last address the proxy appended to X-Forwarded-For.
+BREEDLAB_BEHIND_PROXY = env_bool("BEHIND_PROXY", False)
 
 LOGGING = {
     "version": 1,

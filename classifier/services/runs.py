@@ -1,43 +1,385 @@
-"""Writes for training runs."""
+"""Writes for training runs: create, enqueue, claim, execute, cancel, reap.
+
+State machine (``TrainingRun.Status``)::
+
+    queued --claim--> running --> succeeded | failed | cancelled
+      |                  |
+      +--cancel--> cancelled   +--reaper (worker lost)--> queued (resume) | failed
+
+Every transition out of "running" is a conditional UPDATE on (id, status, attempts): a worker
+that lost its run to the reaper can no longer write to it, and a second delivery of the same
+task finds nothing to claim.
+"""
 
 from __future__ import annotations
 
+import gc
+import hashlib
+import json
 import logging
+import threading
+import traceback
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db.models import Q
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from classifier.models import TrainingRun
+from classifier import runconfig
+from classifier.models import Dataset, EpochMetric, TrainingRun
+from classifier.reporting import DbReporter
+from training.checkpoint import CHECKPOINT_DIR, atomic_write_json
+from training.errors import Cancelled, NonFiniteLoss, TrainingError
+from training.finetune import finetune
 
 log = logging.getLogger(__name__)
 
+SPLIT_FILE = "split.json"
+Status = TrainingRun.Status
 
-def run_reap_stale(*, timeout_seconds: int | None = None) -> list[int]:
-    """Mark running runs whose heartbeat is older than the timeout as failed ("worker lost").
 
-    A worker killed mid-run cannot report its own death; this is how such runs stop
-    looking "running" forever. Each run is flipped with a conditional update so two reapers
-    (or a late heartbeat) never both win.
+class RunError(Exception):
+    """A request about a run that cannot be honoured; the message is shown to the user."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Creating and enqueueing
+# ---------------------------------------------------------------------------------------------
+def dataset_blocking_reason(dataset: Dataset) -> str | None:
+    """Why a run cannot start on ``dataset`` (None when it can)."""
+    if dataset.status != Dataset.Status.READY:
+        return f"Dataset {dataset} is not ready (status: {dataset.get_status_display()})."
+    if dataset.problems:
+        return f"Dataset {dataset} has problems: {'; '.join(dataset.problems)}"
+    split = dataset.split or {}
+    if not split.get("train") or not split.get("val"):
+        return f"Dataset {dataset} has no train/validation split yet."
+    return None
+
+
+def split_key(dataset: Dataset) -> str:
+    """Identifies a validation split: models validated on equal keys are directly comparable."""
+    val = sorted(str(p) for p in (dataset.split or {}).get("val", []))
+    return hashlib.sha256(json.dumps([dataset.path, val]).encode()).hexdigest()[:16]
+
+
+def run_create(
+    *,
+    dataset: Dataset,
+    config: dict[str, Any],
+    created_by=None,
+    promote_when_done: bool = False,
+) -> TrainingRun:
+    """Validate, create a queued run and enqueue it once the transaction commits.
+
+    Raises RunError when the dataset cannot be trained on and runconfig.RunConfigError for an
+    invalid configuration.
+    """
+    reason = dataset_blocking_reason(dataset)
+    if reason:
+        raise RunError(reason)
+    full = runconfig.build_config(config)
+    with transaction.atomic():
+        run = TrainingRun.objects.create(
+            dataset=dataset,
+            config=full,
+            created_by=created_by if getattr(created_by, "is_authenticated", False) else None,
+            promote_when_done=promote_when_done,
+            status=Status.QUEUED,
+            progress_detail={"stage": "queued"},
+        )
+        run.out_dir = f"run-{run.pk}"
+        run.save(update_fields=["out_dir"])
+        transaction.on_commit(lambda: run_enqueue(run_id=run.pk))
+    log.info("run %s created on %s (%s, %s)", run.pk, dataset, full["backbone"], full["optimizer"])
+    return run
+
+
+def run_rerun(*, run: TrainingRun, created_by=None) -> TrainingRun:
+    """A new run with the same dataset and configuration."""
+    return run_create(
+        dataset=run.dataset, config=dict(run.config), created_by=created_by, promote_when_done=run.promote_when_done
+    )
+
+
+def run_enqueue(*, run_id: int) -> None:
+    """Send the run's task to the `training` queue with time limits from its configuration.
+
+    When the broker cannot be reached the run fails with that reason instead of waiting forever.
+    """
+    from classifier.tasks import execute_run
+
+    run = TrainingRun.objects.select_related("dataset").get(pk=run_id)
+    limit = runconfig.time_limit_seconds(run.config, image_count=run.dataset.image_count)
+    try:
+        execute_run.apply_async(args=[run.pk], soft_time_limit=limit, time_limit=limit + 120)
+    except Exception as exc:  # kombu raises several types for an unreachable broker
+        log.exception("run %s: could not enqueue", run_id)
+        TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
+            status=Status.FAILED,
+            finished_at=timezone.now(),
+            error=f"The task queue could not be reached ({type(exc).__name__}: {exc}); start the run again.",
+            traceback=traceback.format_exc(),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Cancelling
+# ---------------------------------------------------------------------------------------------
+def run_cancel(*, run: TrainingRun) -> TrainingRun:
+    """Cancel cooperatively: a queued run ends at once, a running one at its next batch."""
+    now = timezone.now()
+    if TrainingRun.objects.filter(pk=run.pk, status=Status.QUEUED).update(
+        status=Status.CANCELLED, cancel_requested=True, finished_at=now, progress_detail={"stage": "cancelled"}
+    ):
+        log.info("run %s cancelled while queued", run.pk)
+    elif TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING).update(cancel_requested=True):
+        log.info("run %s: cancel requested", run.pk)
+    else:
+        run.refresh_from_db()
+        raise RunError(f"Run #{run.pk} has already ended ({run.get_status_display()}).")
+    run.refresh_from_db()
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker side
+# ---------------------------------------------------------------------------------------------
+def run_claim(*, run_id: int, worker: str) -> TrainingRun | None:
+    """queued -> running, atomically. None when someone else has it or it is no longer queued."""
+    now = timezone.now()
+    updated = TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
+        status=Status.RUNNING,
+        attempts=F("attempts") + 1,
+        worker=worker[:200],
+        started_at=Coalesce(F("started_at"), now),
+        heartbeat_at=now,
+        finished_at=None,
+    )
+    if updated != 1:
+        return None
+    return TrainingRun.objects.select_related("dataset").get(pk=run_id)
+
+
+class _Heartbeat(threading.Thread):
+    """Beats every ``interval`` seconds while the main thread trains (even inside a long batch)."""
+
+    def __init__(self, reporter: DbReporter, interval: float) -> None:
+        super().__init__(name=f"heartbeat-run-{reporter.run_id}", daemon=True)
+        self.reporter = reporter
+        self.interval = interval
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.wait(self.interval):
+                self.reporter.beat()
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+
+def _is_cuda_oom(exc: BaseException) -> bool:
+    import torch
+
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc)
+
+
+def _owned(run_id: int, attempt: int):
+    return TrainingRun.objects.filter(pk=run_id, status=Status.RUNNING, attempts=attempt)
+
+
+def _finish(run_id: int, attempt: int, status: str, *, error: str = "", tb: str = "", **fields: Any) -> bool:
+    updated = _owned(run_id, attempt).update(
+        status=status, finished_at=timezone.now(), heartbeat_at=timezone.now(), error=error, traceback=tb, **fields
+    )
+    if updated != 1:
+        log.warning("run %s: attempt %s no longer owns the run; %s not recorded", run_id, attempt, status)
+    return updated == 1
+
+
+def _write_split(run: TrainingRun, out_dir: Path) -> Path:
+    split = run.dataset.split or {}
+    path = out_dir / SPLIT_FILE
+    atomic_write_json(path, {"train": list(split.get("train", [])), "val": list(split.get("val", []))})
+    return path
+
+
+def run_execute(*, run_id: int, worker: str = "") -> str | None:
+    """Claim the run and train it. Returns the final status, or None when there was nothing to claim.
+
+    Every outcome lands on the row: succeeded (with a ModelVersion), cancelled, or failed with
+    the reason and the traceback. CUDA out-of-memory retries once with half the batch size.
+    """
+    run = run_claim(run_id=run_id, worker=worker)
+    if run is None:
+        log.info("run %s: nothing to claim (not queued)", run_id)
+        return None
+    attempt = run.attempts
+    out_dir = Path(settings.RUNS_ROOT) / run.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resume = attempt > 1 and (out_dir / CHECKPOINT_DIR / "last.json").is_file()
+    if not resume:
+        EpochMetric.objects.filter(run_id=run_id).delete()  # leftovers of an attempt that never checkpointed
+    config = dict(run.config)
+    reporter = DbReporter(run_id=run_id, attempt=attempt, config=config)
+    reporter.start(resumed=resume)
+    heartbeat = _Heartbeat(reporter, interval=max(0.5, min(30.0, settings.BREEDLAB_HEARTBEAT_TIMEOUT / 4)))
+    heartbeat.start()
+    notes: list[str] = list((run.result or {}).get("notes", []))
+    if resume:
+        notes.append(f"Attempt {attempt} resumed from the last saved epoch after the worker was lost.")
+    try:
+        split_file = _write_split(run, out_dir)
+        data_dir = Path(settings.DATASETS_ROOT) / run.dataset.path
+        oom_retried = False
+        while True:
+            try:
+                tc = runconfig.train_config(config, data_dir=data_dir, split_file=split_file)
+                result = finetune(tc, out_dir=out_dir, reporter=reporter, resume=resume)
+                break
+            except Exception as exc:
+                if not _is_cuda_oom(exc):
+                    raise
+                if oom_retried or config["batch_size"] <= 1:
+                    raise TrainingError(
+                        f"CUDA ran out of memory with batch size {config['batch_size']}"
+                        f"{' (already halved once)' if oom_retried else ''}; choose a smaller batch size or image size."
+                    ) from exc
+                import torch
+
+                old = config["batch_size"]
+                config["batch_size"] = max(1, old // 2)
+                notes.append(f"CUDA ran out of memory with batch size {old}; retried with {config['batch_size']}.")
+                log.warning("run %s: CUDA OOM at batch size %s, retrying with %s", run_id, old, config["batch_size"])
+                _owned(run_id, attempt).update(config=config, result={"notes": notes})
+                EpochMetric.objects.filter(run_id=run_id).delete()
+                oom_retried, resume = True, False
+                del exc
+                gc.collect()
+                torch.cuda.empty_cache()
+                reporter.start(resumed=False)
+    except Cancelled as exc:
+        if reporter.lost:
+            return None
+        _finish(run_id, attempt, Status.CANCELLED, error=str(exc), progress_detail={"stage": "cancelled"},
+                result={"notes": notes})
+        return Status.CANCELLED
+    except SoftTimeLimitExceeded:
+        _finish(run_id, attempt, Status.FAILED, error="The run exceeded its time limit and was stopped.",
+                tb=traceback.format_exc(), progress_detail={"stage": "failed"}, result={"notes": notes})
+        return Status.FAILED
+    except NonFiniteLoss as exc:
+        _finish(run_id, attempt, Status.FAILED, error=f"Non-finite loss: {exc}", tb=traceback.format_exc(),
+                progress_detail={"stage": "failed"}, result={"notes": notes})
+        return Status.FAILED
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}"
+        log.exception("run %s failed", run_id)
+        _finish(run_id, attempt, Status.FAILED, error=message, tb=traceback.format_exc(),
+                progress_detail={"stage": "failed"}, result={"notes": notes})
+        return Status.FAILED
+    finally:
+        heartbeat.stop()
+    return _succeed(run_id, attempt, result, config=config, notes=notes)
+
+
+def _succeed(run_id: int, attempt: int, result, *, config: dict[str, Any], notes: list[str]) -> str | None:
+    from classifier.services import versions
+
+    metrics = {k: v for k, v in result.metrics.items()}
+    outcome: dict[str, Any] = {
+        "metrics": metrics,
+        "class_names": list(result.class_names),
+        "skipped": [list(s) for s in result.skipped],
+        "notes": notes,
+    }
+    with transaction.atomic():
+        if not _finish(
+            run_id, attempt, Status.SUCCEEDED, progress=1.0, best_val_acc=float(metrics.get("best_val_acc") or 0.0),
+            result=outcome, config=config, progress_detail={"stage": "done"},
+        ):
+            return None
+        run = TrainingRun.objects.select_related("dataset").get(pk=run_id)
+        version = versions.model_register_from_run(run=run)
+    if run.promote_when_done:
+        try:
+            promoted, reason = versions.model_promote_if_better(version=version)
+        except Exception as exc:  # the run succeeded; a failed comparison must not hide that
+            log.exception("run %s: promotion check failed", run_id)
+            promoted, reason = False, f"The comparison with the active model failed: {exc}"
+        outcome["promotion"] = {"promoted": promoted, "reason": reason}
+        TrainingRun.objects.filter(pk=run_id).update(result=outcome)
+    return Status.SUCCEEDED
+
+
+# ---------------------------------------------------------------------------------------------
+# The reaper
+# ---------------------------------------------------------------------------------------------
+def run_reap_stale(*, timeout_seconds: int | None = None, lost_worker: str | None = None) -> list[int]:
+    """Handle running runs whose worker is gone; returns the ids it changed.
+
+    A run is stale when its heartbeat is older than the timeout, or when it was claimed by
+    ``lost_worker`` (a worker that has just started cannot be running anything yet). A stale
+    run is re-queued to resume from its last epoch checkpoint while it has been started fewer
+    than BREEDLAB_MAX_RUN_ATTEMPTS times, otherwise it fails ("worker lost"). Each run is
+    flipped with a conditional update so two reapers (or a late heartbeat) never both win.
     """
     timeout = timeout_seconds if timeout_seconds is not None else settings.BREEDLAB_HEARTBEAT_TIMEOUT
     cutoff = timezone.now() - timedelta(seconds=timeout)
-    stale = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING).filter(
-        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
-    )
+    stale_q = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+    if lost_worker:
+        stale_q |= Q(worker=lost_worker)
+    max_attempts = settings.BREEDLAB_MAX_RUN_ATTEMPTS
     reaped = []
-    for run_id in stale.values_list("id", flat=True):
-        updated = TrainingRun.objects.filter(
-            Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True),
-            id=run_id,
-            status=TrainingRun.Status.RUNNING,
-        ).update(
-            status=TrainingRun.Status.FAILED,
-            finished_at=timezone.now(),
-            error=f"Worker lost: no heartbeat for more than {timeout} seconds.",
-        )
-        if updated == 1:
-            reaped.append(run_id)
-            log.warning("run %s: worker lost, marked failed", run_id)
+    for run_id, attempts in TrainingRun.objects.filter(stale_q, status=Status.RUNNING).values_list("id", "attempts"):
+        still_stale = TrainingRun.objects.filter(stale_q, id=run_id, status=Status.RUNNING, attempts=attempts)
+        if attempts < max_attempts:
+            updated = still_stale.update(
+                status=Status.QUEUED,
+                worker="",
+                heartbeat_at=None,
+                cancel_requested=False,
+                progress_detail={
+                    "stage": "queued",
+                    "note": f"Worker lost during attempt {attempts}; re-queued to resume from the last saved epoch.",
+                },
+            )
+            if updated == 1:
+                reaped.append(run_id)
+                log.warning("run %s: worker lost during attempt %s, re-queued to resume", run_id, attempts)
+                transaction.on_commit(lambda rid=run_id: run_enqueue(run_id=rid))
+        else:
+            updated = still_stale.update(
+                status=Status.FAILED,
+                finished_at=timezone.now(),
+                progress_detail={"stage": "failed"},
+                error=(
+                    f"Worker lost: no heartbeat for more than {timeout} seconds"
+                    f" after {attempts} attempt(s) (limit {max_attempts})."
+                ),
+            )
+            if updated == 1:
+                reaped.append(run_id)
+                log.warning("run %s: worker lost, marked failed", run_id)
     return reaped
+
+
+def run_reap_at_worker_start(*, worker: str) -> list[int]:
+    """Called when a worker starts: runs it held before a crash are lost, whatever their heartbeat."""
+    close_old_connections()
+    try:
+        return run_reap_stale(lost_worker=worker)
+    finally:
+        connection.close()  # the worker forks its pool next; children must not share this socket

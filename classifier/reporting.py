@@ -1,0 +1,157 @@
+"""``DbReporter``: training's reporter protocol (training.reporting.Reporter) writing database rows.
+
+- batch progress, throttled to one write per ``interval`` seconds, with an ETA;
+- one EpochMetric row per (run, phase, epoch), update_or_create so a resumed run never
+  duplicates an epoch;
+- a heartbeat with every write (and from ``beat()``, which the worker's heartbeat thread calls);
+- ``should_stop()`` reads ``cancel_requested`` (at most every ``interval / 2`` seconds).
+
+Every write is conditional on the run still being "running" under this attempt: a worker whose
+run was taken away by the reaper stops at its next batch instead of overwriting the new attempt.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Case, F, Value, When
+from django.utils import timezone
+
+from classifier.models import EpochMetric, TrainingRun
+
+METRIC_FIELDS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+class DbReporter:
+    def __init__(
+        self,
+        *,
+        run_id: int,
+        attempt: int,
+        config: dict[str, Any],
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.run_id = run_id
+        self.attempt = attempt
+        self.epochs = {"head": int(config.get("head_epochs") or 0), "finetune": int(config.get("finetune_epochs") or 0)}
+        self.interval = interval
+        self.clock = clock
+        self.lost = False
+        self.batches = 0
+        self._last_write = -math.inf
+        self._last_check = -math.inf
+        self._cancel = False
+        self._rate_start: tuple[float, int] | None = None
+
+    # ---- writing -------------------------------------------------------------------------
+    def _owned(self):
+        return TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING, attempts=self.attempt)
+
+    def _write(self, **fields: Any) -> None:
+        updated = self._owned().update(heartbeat_at=timezone.now(), **fields)
+        if updated != 1:
+            self.lost = True
+        self._last_write = self.clock()
+
+    def _due(self) -> bool:
+        return self.clock() - self._last_write >= self.interval
+
+    def beat(self) -> None:
+        """Only the heartbeat (the worker's heartbeat thread calls this)."""
+        if self._owned().update(heartbeat_at=timezone.now()) != 1:
+            self.lost = True
+
+    def start(self, *, resumed: bool) -> None:
+        self._rate_start = None
+        self._write(progress_detail={"stage": "starting", "resumed": resumed})
+
+    # ---- progress arithmetic -------------------------------------------------------------
+    def _total_steps(self) -> int:
+        return max(1, (self.epochs["head"] + self.epochs["finetune"]) * max(self.batches, 1))
+
+    def _step(self, phase: str, epoch: int, batch: int) -> int:
+        offset = self.epochs["head"] * self.batches if phase == "finetune" else 0
+        return offset + (epoch - 1) * self.batches + batch
+
+    def _eta(self, step: int) -> float | None:
+        now = self.clock()
+        if self._rate_start is None:
+            self._rate_start = (now, step)
+            return None
+        t0, s0 = self._rate_start
+        if step <= s0:
+            return None
+        return (now - t0) / (step - s0) * max(0, self._total_steps() - step)
+
+    # ---- the Reporter protocol -----------------------------------------------------------
+    def on_progress(self, *, what: str, done: int, total: int) -> None:
+        if done >= total or self._due():
+            self._write(progress_detail={"stage": what, "done": int(done), "total": int(total)})
+
+    def on_phase_start(self, *, phase: str, epochs: int, batches_per_epoch: int) -> None:
+        self.epochs[phase] = int(epochs)
+        self.batches = int(batches_per_epoch)
+        self._write(
+            progress_detail={"stage": "train", "phase": phase, "epoch": 0, "epochs": int(epochs), "batch": 0,
+                             "batches": self.batches}
+        )
+
+    def on_batch(self, *, phase: str, epoch: int, batch: int, batches: int, loss: float) -> None:
+        self.batches = int(batches)
+        step = self._step(phase, epoch, batch)
+        eta = self._eta(step)
+        if not (batch == batches or self._due()):
+            return
+        self._write(
+            progress=min(0.99, step / self._total_steps()),
+            progress_detail={
+                "stage": "train",
+                "phase": phase,
+                "epoch": int(epoch),
+                "epochs": self.epochs.get(phase, 0),
+                "batch": int(batch),
+                "batches": int(batches),
+                "loss": _finite(loss),
+                "eta_seconds": None if eta is None else round(eta, 1),
+            },
+        )
+
+    def on_epoch_end(self, *, phase: str, epoch: int, metrics: dict[str, Any]) -> None:
+        values = {name: _finite(metrics.get(name)) for name in METRIC_FIELDS}
+        with transaction.atomic():
+            if self._owned().exists():
+                EpochMetric.objects.update_or_create(run_id=self.run_id, phase=phase, epoch=epoch, defaults=values)
+            val_acc = values["val_acc"]
+            fields: dict[str, Any] = {}
+            if val_acc is not None:
+                fields["best_val_acc"] = Case(
+                    When(best_val_acc__gte=val_acc, then=F("best_val_acc")), default=Value(val_acc)
+                )
+            step = self._step(phase, epoch, self.batches)
+            self._write(progress=min(0.99, step / self._total_steps()), **fields)
+
+    def should_stop(self) -> bool:
+        if self.lost or self._cancel:
+            return True
+        now = self.clock()
+        if now - self._last_check >= self.interval / 2:
+            self._last_check = now
+            row = TrainingRun.objects.filter(pk=self.run_id).values_list("cancel_requested", "status", "attempts").first()
+            if row is None or row[1] != TrainingRun.Status.RUNNING or row[2] != self.attempt:
+                self.lost = True
+            elif row[0]:
+                self._cancel = True
+        return self.lost or self._cancel

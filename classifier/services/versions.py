@@ -1,0 +1,137 @@
+"""Writes for model versions: register a finished run, promote, roll back.
+
+Promotion is one transaction (deactivate the old version, activate the new one, stamp
+promoted_at/promoted_by). After it commits, the cache key ``breedlab:active_model`` changes so
+every web process notices on its next request (classifier.inference compares it, with the
+active id and promoted_at, to what it has loaded).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from classifier.models import ModelVersion, TrainingRun
+from training.checkpoint import META_FILE, MODEL_FILE, read_json
+
+log = logging.getLogger(__name__)
+
+ACTIVE_MODEL_CACHE_KEY = "breedlab:active_model"
+
+
+class VersionError(Exception):
+    """A request about a model version that cannot be honoured; the message is shown to the user."""
+
+
+def model_files_present(version: ModelVersion) -> bool:
+    folder = Path(settings.RUNS_ROOT) / version.path
+    return (folder / MODEL_FILE).is_file() and (folder / META_FILE).is_file()
+
+
+def model_register_from_run(*, run: TrainingRun) -> ModelVersion:
+    """The ModelVersion of a succeeded run (inactive; idempotent for a run that already has one)."""
+    from classifier.services.runs import split_key
+
+    existing = ModelVersion.objects.filter(run=run).first()
+    if existing is not None:
+        return existing
+    folder = Path(settings.RUNS_ROOT) / run.out_dir
+    meta = read_json(folder / META_FILE)
+    metrics = dict(meta.get("metrics", {}))
+    metrics["split_key"] = split_key(run.dataset)
+    metrics["dataset_id"] = run.dataset_id
+    version = ModelVersion.objects.create(
+        run=run,
+        name=f"{run.dataset.name}-v{run.dataset.version}-run{run.pk}",
+        backbone=meta["backbone"],
+        path=run.out_dir,
+        class_names=list(meta["class_names"]),
+        metrics=metrics,
+    )
+    log.info("run %s registered model version %s", run.pk, version.pk)
+    return version
+
+
+def _announce(version_id: int, promoted_at) -> None:
+    cache.set(ACTIVE_MODEL_CACHE_KEY, {"id": version_id, "promoted_at": promoted_at.isoformat()}, timeout=None)
+
+
+def model_promote(*, version: ModelVersion, user=None) -> ModelVersion:
+    """Make ``version`` the one that serves, in one transaction."""
+    if not model_files_present(version):
+        raise VersionError(f"The files of {version} are missing from the runs folder; it cannot serve.")
+    by = user if getattr(user, "is_authenticated", False) else None
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                now = timezone.now()
+                ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
+                ModelVersion.objects.filter(pk=version.pk).update(is_active=True, promoted_at=now, promoted_by=by)
+                transaction.on_commit(lambda: _announce(version.pk, now))
+            break
+        except IntegrityError:  # a concurrent promotion committed first: try again on top of it
+            if attempt == 2:
+                raise VersionError("Another promotion is in progress; try again.") from None
+    version.refresh_from_db()
+    log.info("model version %s promoted by %s", version.pk, by)
+    return version
+
+
+def model_rollback(*, user=None) -> ModelVersion:
+    """Serve again the version that was active before the current one."""
+    previous = (
+        ModelVersion.objects.filter(is_active=False, promoted_at__isnull=False).order_by("-promoted_at", "-id").first()
+    )
+    if previous is None:
+        raise VersionError("No earlier version has served; there is nothing to roll back to.")
+    return model_promote(version=previous, user=user)
+
+
+def _accuracy_on(version: ModelVersion, *, root: Path, predictions: list[dict]) -> float:
+    """Accuracy of ``version`` on the validation images another run was evaluated on."""
+    from PIL import Image
+
+    from training.predict import Predictor
+
+    predictor = Predictor.from_dir(Path(settings.RUNS_ROOT) / version.path)
+    correct = 0
+    for start in range(0, len(predictions), 32):
+        chunk = predictions[start : start + 32]
+        images = []
+        for item in chunk:
+            with Image.open(root / item["path"]) as img:
+                images.append(img.convert("RGB"))
+        for item, top in zip(chunk, predictor.predict(images, top_k=1)):
+            correct += int(top[0][0] == item["true"])
+    return correct / max(1, len(predictions))
+
+
+def model_promote_if_better(*, version: ModelVersion) -> tuple[bool, str]:
+    """Promote ``version`` when it beats the active model on the same validation split.
+
+    Same split: the stored accuracies are compared. Same classes on another split: the active
+    model is evaluated on this version's validation images. Different classes: no promotion.
+    """
+    active = ModelVersion.objects.filter(is_active=True).first()
+    new_acc = version.val_acc or 0.0
+    if active is None:
+        model_promote(version=version)
+        return True, "No model was active."
+    if active.pk == version.pk:
+        return True, "Already active."
+    if list(active.class_names) != list(version.class_names):
+        return False, f"Not promoted: {active} knows other classes, so the two cannot be compared."
+    if active.metrics.get("split_key") and active.metrics.get("split_key") == version.metrics.get("split_key"):
+        old_acc = active.val_acc or 0.0
+    else:
+        report = read_json(Path(settings.RUNS_ROOT) / version.path / "validation.json")
+        old_acc = _accuracy_on(active, root=Path(report["root"]), predictions=report["predictions"])
+    if new_acc > old_acc:
+        model_promote(version=version)
+        return True, f"Validation accuracy {new_acc:.1%} beats {active}'s {old_acc:.1%} on the same split."
+    return False, f"Not promoted: validation accuracy {new_acc:.1%} does not beat {active}'s {old_acc:.1%}."
