@@ -403,6 +403,12 @@ class _Run:
             self._decode()
             if need_head or need_prefix:
                 self._build_caches(need_head, split if need_prefix else None)
+            if need_head and not self.history:
+                # What the new head knows before its first epoch (pretrained rows or random).
+                start = self.model.num_stages
+                before = evaluate(self.model, self._val_batches(start), start_stage=start, device=self.device)
+                self.timings["initial_val_acc"] = before["acc"]
+                self.timings["initial_val_loss"] = before["loss"]
             for phase_index in range(start_phase, len(plan)):
                 name, epochs, n_unfrozen = plan[phase_index]
                 if epochs == 0:
@@ -536,7 +542,7 @@ class _Run:
             "train_images": len(self.train_samples),
             "val_images": len(self.val_samples),
             "seconds": elapsed,
-            **{k: round(v, 3) for k, v in self.timings.items()},
+            **{k: (round(v, 3) if k.endswith("_s") else v) for k, v in self.timings.items()},
         }
         meta = {
             "format": ckpt.FORMAT_VERSION,
