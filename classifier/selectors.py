@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path, PurePosixPath
+
+from django.conf import settings
 from django.db.models import QuerySet
 
-from classifier.models import Dataset, ModelVersion, Prediction, TrainingRun
+from classifier.models import Dataset, Feedback, ModelVersion, Prediction, TrainingRun
 
 
 def model_get_active() -> ModelVersion | None:
@@ -28,6 +31,71 @@ def run_list(*, status: str | None = None, backbone: str | None = None, dataset_
 
 def dataset_list() -> QuerySet[Dataset]:
     return Dataset.objects.select_related("created_by")
+
+
+def dataset_list_usable() -> QuerySet[Dataset]:
+    """Datasets a run may train on: imported and without blocking problems (``report["problems"]``)."""
+    return Dataset.objects.filter(status=Dataset.Status.READY, report__problems=[]).select_related("created_by")
+
+
+def dataset_versions(dataset: Dataset) -> QuerySet[Dataset]:
+    """Every version of the dataset's name, newest first."""
+    return Dataset.objects.filter(name=dataset.name).select_related("parent").order_by("-version")
+
+
+def dataset_folder(dataset: Dataset) -> Path:
+    """The dataset's ImageFolder root, checked to lie strictly inside DATASETS_ROOT."""
+    root = Path(settings.DATASETS_ROOT).resolve()
+    relative = PurePosixPath(dataset.path)
+    if not dataset.path or relative.is_absolute() or ".." in relative.parts:
+        raise ValueError(f"Dataset {dataset.pk} has an unsafe folder {dataset.path!r}.")
+    folder = (root / relative).resolve()
+    if folder == root or not folder.is_relative_to(root):
+        raise ValueError(f"Dataset {dataset.pk} has a folder outside the datasets root: {dataset.path!r}.")
+    return folder
+
+
+def dataset_files_by_class(dataset: Dataset) -> dict[str, list[str]]:
+    """Usable files (relative paths "<class>/<file>") per class, from the stored split."""
+    files: dict[str, list[str]] = {name: [] for name in dataset.classes}
+    for rel in [*dataset.split.get("train", []), *dataset.split.get("val", [])]:
+        files.setdefault(rel.split("/", 1)[0], []).append(rel)
+    return {name: sorted(paths) for name, paths in files.items()}
+
+
+def dataset_file_path(dataset: Dataset, relpath: str) -> Path | None:
+    """The file on disk for one of the dataset's usable images, or None.
+
+    Only paths listed in the dataset's split are served (a whitelist, not a path check alone), and
+    the resolved file must be a regular file inside the dataset folder, never a link out of it.
+    """
+    if relpath not in dataset.split.get("train", []) and relpath not in dataset.split.get("val", []):
+        return None
+    try:
+        folder = dataset_folder(dataset)
+    except ValueError:
+        return None
+    path = folder / relpath
+    if path.is_symlink() or not path.resolve().is_relative_to(folder) or not path.is_file():
+        return None
+    return path
+
+
+def _label_key(label: str) -> str:
+    return "_".join(label.strip().lower().replace("-", " ").replace("_", " ").split())
+
+
+def dataset_feedback_mergeable(dataset: Dataset) -> list[tuple[Feedback, str]]:
+    """Unmerged corrections with a stored photo whose breed is one of the dataset's classes,
+    each with the class folder it belongs to (labels match ignoring case, spaces and underscores)."""
+    classes = {_label_key(name): name for name in dataset.classes}
+    candidates = (
+        Feedback.objects.filter(merged_into__isnull=True)
+        .exclude(prediction__image="")
+        .select_related("prediction")
+        .order_by("id")
+    )
+    return [(item, classes[_label_key(item.correct_label)]) for item in candidates if _label_key(item.correct_label) in classes]
 
 
 def prediction_recent(*, limit: int = 10) -> QuerySet[Prediction]:

@@ -1,0 +1,58 @@
+"""Server-side charts of a dataset report, drawn with matplotlib (Agg, no pyplot state) as SVG.
+
+Text is drawn as paths (matplotlib's default ``svg.fonttype``), so class names from users never
+reach the SVG as markup; pages embed the chart with ``<img>``, which never runs scripts anyway.
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from matplotlib.figure import Figure  # noqa: E402
+
+TRAIN_COLOUR = "#b3541e"
+VAL_COLOUR = "#e8a27c"
+
+
+def class_counts_svg(classes: list[dict], split: dict) -> bytes:
+    """Horizontal stacked bars: usable images per class, split into train and validation.
+
+    ``classes`` is ``report["classes"]`` ([{"name", "images", ...}]); ``split`` the stored split.
+    """
+    names = [item["name"] for item in classes]
+    val_counts = dict.fromkeys(names, 0)
+    for rel in split.get("val", []):
+        class_name = rel.split("/", 1)[0]
+        if class_name in val_counts:
+            val_counts[class_name] += 1
+    totals = [int(item["images"]) for item in classes]
+    val = [min(val_counts[name], total) for name, total in zip(names, totals)]
+    train = [total - v for total, v in zip(totals, val)]
+
+    height = max(1.6, 0.24 * len(names) + 0.9)
+    figure = Figure(figsize=(7.5, height), dpi=100)
+    axes = figure.add_subplot()
+    positions = list(range(len(names)))
+    axes.barh(positions, train, color=TRAIN_COLOUR, label="train")
+    axes.barh(positions, val, left=train, color=VAL_COLOUR, label="validation")
+    for y, total in zip(positions, totals):
+        axes.text(total, y, f" {total}", va="center", ha="left", fontsize=8, color="#444444")
+    axes.set_yticks(positions, labels=[_short(name) for name in names], fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlabel("images")
+    axes.set_xlim(0, max(totals or [1]) * 1.12 + 1)
+    axes.spines[["top", "right"]].set_visible(False)
+    if names:
+        axes.legend(loc="lower right", fontsize=8, frameon=False)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="svg", metadata={"Date": None})
+    return buffer.getvalue()
+
+
+def _short(name: str, limit: int = 28) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "…"
