@@ -11,9 +11,27 @@ class DatasetAdmin(admin.ModelAdmin):
     search_fields = ("name", "description")
     readonly_fields = ("created_at", "report", "split")
 
+    def add_view(self, request, form_url="", extra_context=None):
+        """Datasets come in as archives (checked, extracted, reported): "Add" opens the upload page."""
+        from django.shortcuts import redirect
+
+        return redirect("classifier:dataset_create")
+    actions = ["start_training_run"]
+
     @admin.display(description=_("classes"))
     def class_count(self, obj: Dataset) -> int:
         return obj.class_count
+
+    @admin.action(description=_("Start a training run on the selected dataset"))
+    def start_training_run(self, request, queryset):
+        from django.contrib import messages
+        from django.shortcuts import redirect
+        from django.urls import reverse
+
+        if queryset.count() != 1:
+            self.message_user(request, _("Select exactly one dataset to train on."), messages.WARNING)
+            return None
+        return redirect(f"{reverse('classifier:run_new')}?dataset={queryset.get().pk}")
 
 
 class EpochMetricInline(admin.TabularInline):
@@ -32,6 +50,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     readonly_fields = ("created_at", "started_at", "finished_at", "heartbeat_at", "attempts", "worker", "traceback")
     inlines = [EpochMetricInline]
+    change_list_template = "admin/classifier/trainingrun/change_list.html"  # adds "New run" (/runs/new/)
 
     @admin.display(description=_("backbone"))
     def backbone(self, obj: TrainingRun) -> str:

@@ -1,27 +1,317 @@
+"""Training pages: the run list, a run (live), its validation images, comparison, the new-run form."""
+
 from __future__ import annotations
 
+from functools import wraps
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from classifier import selectors
-from classifier.models import TrainingRun
+from classifier import charts, selectors
+from classifier.forms.runs import RunForm
+from classifier.models import Dataset, TrainingRun
+from classifier.runconfig import RunConfigError
+from classifier.services import runs as run_services
+from classifier.services import versions as version_services
+
+RUNS_PER_PAGE = 25
+GALLERY_LIMIT = 48
+POLL_SECONDS = 2
 
 
+def staff_required(view):
+    """Anonymous visitors go to the login page; signed-in users who are not staff get 403."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not request.user.is_staff:
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def chart_labels() -> dict[str, str]:
+    return {
+        "loss": _("Loss"),
+        "accuracy": _("Accuracy"),
+        "epoch": _("Epoch"),
+        "train": _("train"),
+        "validation": _("validation"),
+        "unfreeze": _("unfreeze"),
+        "predicted": _("Predicted"),
+        "true": _("True"),
+    }
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The list and the form
+# ---------------------------------------------------------------------------------------------
+@require_GET
 def run_list(request: HttpRequest) -> HttpResponse:
-    """Training history: every run, newest first, with filters."""
+    """Training history: every run, newest first, filtered by status, backbone and dataset."""
     status = request.GET.get("status") or None
     if status not in TrainingRun.Status.values:
         status = None
-    runs = selectors.run_list(status=status)
-    page = Paginator(runs, 25).get_page(request.GET.get("page"))
+    backbone = request.GET.get("backbone") or None
+    dataset_id = _int_or_none(request.GET.get("dataset"))
+    runs = selectors.run_list(status=status, backbone=backbone, dataset_id=dataset_id)
+    page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
+    filters = {k: v for k, v in (("status", status), ("backbone", backbone), ("dataset", dataset_id)) if v}
     return render(
         request,
         "classifier/run_list.html",
-        {"page": page, "statuses": TrainingRun.Status.choices, "current_status": status},
+        {
+            "page": page,
+            "statuses": TrainingRun.Status.choices,
+            "backbones": selectors.run_backbones(),
+            "datasets": Dataset.objects.filter(runs__isnull=False).distinct().order_by("name", "-version"),
+            "current_status": status,
+            "current_backbone": backbone,
+            "current_dataset": dataset_id,
+            "filter_query": urlencode(filters),
+            "any_active": any(run.status in TrainingRun.ACTIVE_STATES for run in page.object_list),
+        },
     )
 
 
+@staff_required
+@require_http_methods(["GET", "POST"])
+def run_new(request: HttpRequest) -> HttpResponse:
+    """Start a run. ``?dataset=<id>`` preselects a dataset, ``?from=<run id>`` copies a run's config."""
+    if request.method == "POST":
+        form = RunForm(request.POST)
+        if form.is_valid():
+            try:
+                run = run_services.run_create(
+                    dataset=form.cleaned_data["dataset"],
+                    config=form.config,
+                    created_by=request.user,
+                    promote_when_done=form.cleaned_data["promote_when_done"],
+                )
+            except (run_services.RunError, RunConfigError) as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(request, _("Run #%(id)s is queued.") % {"id": run.pk})
+                return redirect(run)
+    else:
+        initial: dict[str, Any] = {}
+        source = _int_or_none(request.GET.get("from"))
+        if source:
+            original = get_object_or_404(TrainingRun, pk=source)
+            initial.update(RunForm.initial_from_config(original.config))
+            initial["dataset"] = original.dataset_id
+            initial["promote_when_done"] = original.promote_when_done
+        dataset_id = _int_or_none(request.GET.get("dataset"))
+        if dataset_id:
+            initial["dataset"] = dataset_id
+        form = RunForm(initial=initial)
+    return render(request, "classifier/run_form.html", {"form": form, "recipe_rates": RunForm.recipe_rates()})
+
+
+# ---------------------------------------------------------------------------------------------
+# One run
+# ---------------------------------------------------------------------------------------------
+def _get_run(pk: int) -> TrainingRun:
+    return get_object_or_404(TrainingRun.objects.select_related("dataset", "created_by"), pk=pk)
+
+
+def _live_context(run: TrainingRun) -> dict[str, Any]:
+    epochs = list(run.epochs.all())
+    return {
+        "run": run,
+        "epochs": epochs,
+        "detail": run.progress_detail or {},
+        "poll_seconds": POLL_SECONDS,
+        "is_active": run.status in TrainingRun.ACTIVE_STATES,
+    }
+
+
+def _confusion(run: TrainingRun, report: dict[str, Any]) -> str | None:
+    matrix, classes = report.get("confusion_matrix"), report.get("classes")
+    if not matrix or not classes:
+        return None
+    base = reverse("classifier:run_validation", args=[run.pk])
+
+    def cell_url(i: int, j: int) -> str:
+        return f"{base}?{urlencode({'true': classes[i], 'pred': classes[j]})}"
+
+    return mark_safe(charts.confusion_svg(matrix, classes, cell_url=cell_url, labels=chart_labels()))  # noqa: S308
+
+
+@require_GET
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    run = get_object_or_404(TrainingRun.objects.select_related("dataset", "created_by"), pk=pk)
-    return render(request, "classifier/run_detail.html", {"run": run, "epochs": run.epochs.all()})
+    run = _get_run(pk)
+    context = _live_context(run)
+    report = selectors.run_validation_report(run) if run.status == TrainingRun.Status.SUCCEEDED else None
+    version = selectors.run_model_version(run)
+    context.update(
+        {
+            "report": report,
+            "confusion_svg": _confusion(run, report) if report else None,
+            "per_class": selectors.per_class_rows(report) if report else [],
+            "misclassified": [p for p in (report or {}).get("predictions", []) if not p.get("correct")][:GALLERY_LIMIT],
+            "misclassified_total": sum(1 for p in (report or {}).get("predictions", []) if not p.get("correct")),
+            "version": version,
+            "config_rows": sorted(run.config.items()),
+            "metrics": (run.result or {}).get("metrics", {}),
+            "notes": (run.result or {}).get("notes", []),
+            "promotion": (run.result or {}).get("promotion"),
+        }
+    )
+    return render(request, "classifier/run_detail.html", context)
+
+
+@require_GET
+def run_live(request: HttpRequest, pk: int) -> HttpResponse:
+    """The live part of the run page (htmx polls it while the run is queued or running).
+
+    When the run has ended since the page was drawn (``?was=running``), htmx reloads the page
+    once so the final results appear.
+    """
+    run = _get_run(pk)
+    response = render(request, "classifier/partials/run_live.html", _live_context(run))
+    if request.GET.get("was") in TrainingRun.ACTIVE_STATES and run.is_final:
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@require_GET
+def run_curves(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _get_run(pk)
+    epochs = list(run.epochs.values("phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc"))
+    svg = charts.curves_svg(epochs, labels=chart_labels())
+    response = HttpResponse(svg, content_type="image/svg+xml")
+    response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    response["Cache-Control"] = "private, max-age=3600" if request.GET.get("n") else "no-cache"
+    return response
+
+
+@require_GET
+def run_validation(request: HttpRequest, pk: int) -> HttpResponse:
+    """The validation images behind a confusion-matrix cell (``?true=<class>&pred=<class>``)."""
+    run = _get_run(pk)
+    report = selectors.run_validation_report(run)
+    if report is None:
+        raise Http404(_("This run has no validation results."))
+    true, pred = request.GET.get("true") or None, request.GET.get("pred") or None
+    only_wrong = request.GET.get("wrong") == "1"
+    items = [
+        p
+        for p in report.get("predictions", [])
+        if (true is None or p["true"] == true) and (pred is None or p["pred"] == pred) and not (only_wrong and p["correct"])
+    ]
+    page = Paginator(items, 60).get_page(request.GET.get("page"))
+    query = urlencode({k: v for k, v in (("true", true), ("pred", pred), ("wrong", "1" if only_wrong else None)) if v})
+    return render(
+        request,
+        "classifier/run_validation.html",
+        {"run": run, "page": page, "true": true, "pred": pred, "only_wrong": only_wrong, "filter_query": query},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Actions (staff, POST with CSRF)
+# ---------------------------------------------------------------------------------------------
+@staff_required
+@require_POST
+def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _get_run(pk)
+    try:
+        run = run_services.run_cancel(run=run)
+    except run_services.RunError as exc:
+        messages.error(request, str(exc))
+    else:
+        if run.status == TrainingRun.Status.CANCELLED:
+            messages.success(request, _("Run #%(id)s is cancelled.") % {"id": run.pk})
+        else:
+            messages.info(request, _("Run #%(id)s stops after its current batch and keeps a checkpoint.") % {"id": run.pk})
+    return redirect(run)
+
+
+@staff_required
+@require_POST
+def run_rerun(request: HttpRequest, pk: int) -> HttpResponse:
+    original = _get_run(pk)
+    try:
+        run = run_services.run_rerun(run=original, created_by=request.user)
+    except (run_services.RunError, RunConfigError) as exc:
+        messages.error(request, str(exc))
+        return redirect(original)
+    messages.success(request, _("Run #%(id)s is queued with the configuration of run #%(old)s.") % {"id": run.pk, "old": pk})
+    return redirect(run)
+
+
+@staff_required
+@require_POST
+def run_promote(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _get_run(pk)
+    version = selectors.run_model_version(run)
+    if version is None:
+        messages.error(request, _("Run #%(id)s has no model to promote.") % {"id": run.pk})
+        return redirect(run)
+    try:
+        version_services.model_promote(version=version, user=request.user)
+    except version_services.VersionError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("%(name)s now serves.") % {"name": version.name})
+    return redirect(run)
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparison
+# ---------------------------------------------------------------------------------------------
+def _compare_ids(request: HttpRequest) -> list[int]:
+    raw = request.GET.getlist("ids")
+    ids: list[int] = []
+    for chunk in raw:
+        for part in chunk.split(","):
+            value = _int_or_none(part.strip())
+            if value is not None and value not in ids:
+                ids.append(value)
+    return ids[:10]
+
+
+@require_GET
+def run_compare(request: HttpRequest) -> HttpResponse:
+    """Curves of two or more runs overlaid and their configurations side by side."""
+    ids = _compare_ids(request)
+    runs = selectors.runs_by_ids(ids)
+    error = None
+    if len(runs) < 2:
+        error = _("Choose at least two runs to compare, e.g. /runs/compare/?ids=1,2.")
+    keys = sorted({key for run in runs for key in run.config})
+    rows = []
+    for key in keys:
+        values = [run.config.get(key) for run in runs]
+        rows.append({"key": key, "values": values, "differs": len({repr(v) for v in values}) > 1})
+    svg = None
+    if len(runs) >= 2:
+        series = [(f"#{run.pk} {run.optimizer}", list(run.epochs.values("phase", "train_loss", "val_loss", "val_acc"))) for run in runs]
+        svg = mark_safe(charts.compare_svg(series, labels=chart_labels()))  # noqa: S308
+    return render(
+        request,
+        "classifier/run_compare.html",
+        {"runs": runs, "rows": rows, "compare_svg": svg, "error": error, "ids": ",".join(str(r.pk) for r in runs)},
+        status=400 if error and ids else 200,
+    )

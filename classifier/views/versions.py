@@ -1,11 +1,53 @@
+"""Model versions: the list, promotion and roll-back (staff, POST with CSRF)."""
+
 from __future__ import annotations
 
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
 
 from classifier import selectors
+from classifier.models import ModelVersion
+from classifier.services import versions as version_services
+from classifier.views.runs import staff_required
 
 
+@require_GET
 def model_list(request: HttpRequest) -> HttpResponse:
     """Model versions with their metrics and which one serves."""
-    return render(request, "classifier/model_list.html", {"versions": selectors.model_list()})
+    versions = selectors.model_list()
+    return render(
+        request,
+        "classifier/model_list.html",
+        {
+            "versions": versions,
+            "can_rollback": versions.filter(is_active=False, promoted_at__isnull=False).exists(),
+        },
+    )
+
+
+@staff_required
+@require_POST
+def model_promote(request: HttpRequest, pk: int) -> HttpResponse:
+    version = get_object_or_404(ModelVersion, pk=pk)
+    try:
+        version_services.model_promote(version=version, user=request.user)
+    except version_services.VersionError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("%(name)s now serves.") % {"name": version.name})
+    return redirect("classifier:model_list")
+
+
+@staff_required
+@require_POST
+def model_rollback(request: HttpRequest) -> HttpResponse:
+    try:
+        version = version_services.model_rollback(user=request.user)
+    except version_services.VersionError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("Rolled back: %(name)s serves again.") % {"name": version.name})
+    return redirect("classifier:model_list")

@@ -1,0 +1,163 @@
+"""Charts drawn by matplotlib (Agg, object API, no pyplot state) as SVG text.
+
+- ``curves_svg``: loss and accuracy per epoch, train and validation, the freeze -> unfreeze
+  switch marked;
+- ``compare_svg``: several runs' curves overlaid;
+- ``confusion_svg``: a confusion matrix whose cells are links (matplotlib writes ``<a>`` around
+  artists with a URL), meant to be inlined in the page.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+_RC = {
+    "svg.fonttype": "none",  # text stays text: smaller files, the page's font, searchable
+    "svg.hashsalt": "breedlab",  # stable element ids
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+TRAIN_COLOR, VAL_COLOR, SWITCH_COLOR = "#1565c0", "#b3541e", "#5f6b73"
+PALETTE = ["#b3541e", "#1565c0", "#2e7d32", "#6a1b9a", "#c62828", "#00838f", "#ef6c00", "#4e342e", "#ad1457", "#37474f"]
+
+
+def _svg(fig: Figure) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", transparent=True)
+    text = buf.getvalue()
+    # Inline-ready: drop the XML prolog and doctype, keep the <svg> element.
+    return text[text.index("<svg") :]
+
+
+def _figure(width: float, height: float) -> Figure:
+    with matplotlib.rc_context(_RC):
+        return Figure(figsize=(width, height), layout="constrained")
+
+
+def _series(epochs: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for i, e in enumerate(epochs, start=1):
+        value = e.get(key)
+        if value is not None:
+            xs.append(i)
+            ys.append(float(value))
+    return xs, ys
+
+
+def switch_index(epochs: Sequence[dict[str, Any]]) -> int | None:
+    """1-based position of the first fine-tune epoch that follows a head epoch (the unfreeze)."""
+    for i in range(1, len(epochs)):
+        if epochs[i - 1].get("phase") == "head" and epochs[i].get("phase") == "finetune":
+            return i + 1
+    return None
+
+
+def curves_svg(epochs: Sequence[dict[str, Any]], *, labels: dict[str, str]) -> str:
+    """Two panels (loss, accuracy) for one run. ``labels`` holds the translated texts:
+    loss, accuracy, epoch, train, validation, unfreeze."""
+    with matplotlib.rc_context(_RC):
+        fig = _figure(8.5, 3.0)
+        axes = fig.subplots(1, 2)
+        switch = switch_index(epochs)
+        for ax, (metric, title) in zip(axes, (("loss", labels["loss"]), ("acc", labels["accuracy"]))):
+            for split, color, style in (("train", TRAIN_COLOR, "-"), ("val", VAL_COLOR, "--")):
+                xs, ys = _series(epochs, f"{split}_{metric}")
+                if metric == "acc":
+                    ys = [y * 100 for y in ys]
+                ax.plot(xs, ys, style, color=color, marker="o", markersize=3,
+                        label=labels["train"] if split == "train" else labels["validation"])
+            if switch is not None:
+                ax.axvline(switch - 0.5, color=SWITCH_COLOR, linestyle=":", linewidth=1.2)
+                ax.annotate(labels["unfreeze"], xy=(switch - 0.5, 1), xycoords=("data", "axes fraction"),
+                            xytext=(3, -10), textcoords="offset points", color=SWITCH_COLOR, fontsize=8)
+            ax.set_title(title)
+            ax.set_xlabel(labels["epoch"])
+            if metric == "acc":
+                ax.set_ylabel("%")
+            if epochs:
+                ax.set_xlim(0.5, len(epochs) + 0.5)
+                ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.grid(alpha=0.25)
+        axes[0].legend(loc="best", frameon=False)
+        return _svg(fig)
+
+
+def compare_svg(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], *, labels: dict[str, str]) -> str:
+    """Validation loss and accuracy of several runs overlaid (train loss thin and dotted)."""
+    with matplotlib.rc_context(_RC):
+        fig = _figure(9.0, 3.4)
+        ax_loss, ax_acc = fig.subplots(1, 2)
+        longest = 0
+        for k, (name, epochs) in enumerate(runs):
+            color = PALETTE[k % len(PALETTE)]
+            longest = max(longest, len(epochs))
+            xs, ys = _series(epochs, "val_loss")
+            ax_loss.plot(xs, ys, "-", color=color, marker="o", markersize=2.5, label=name)
+            xs, ys = _series(epochs, "train_loss")
+            ax_loss.plot(xs, ys, ":", color=color, linewidth=1)
+            xs, ys = _series(epochs, "val_acc")
+            ax_acc.plot(xs, [y * 100 for y in ys], "-", color=color, marker="o", markersize=2.5, label=name)
+            switch = switch_index(epochs)
+            if switch is not None:
+                for ax in (ax_loss, ax_acc):
+                    ax.axvline(switch - 0.5, color=color, linestyle=":", linewidth=0.8, alpha=0.6)
+        ax_loss.set_title(labels["loss"])
+        ax_acc.set_title(labels["accuracy"])
+        ax_acc.set_ylabel("%")
+        for ax in (ax_loss, ax_acc):
+            ax.set_xlabel(labels["epoch"])
+            ax.grid(alpha=0.25)
+            if longest:
+                ax.set_xlim(0.5, longest + 0.5)
+                ax.xaxis.get_major_locator().set_params(integer=True)
+        ax_acc.legend(loc="best", frameon=False, fontsize=8)
+        return _svg(fig)
+
+
+def confusion_svg(
+    matrix: Sequence[Sequence[int]],
+    class_names: Sequence[str],
+    *,
+    cell_url: Callable[[int, int], str],
+    labels: dict[str, str],
+) -> str:
+    """Rows are true classes, columns predicted; every non-empty cell links to ``cell_url(i, j)``."""
+    k = len(class_names)
+    side = min(14.0, max(3.2, 0.32 * k + 1.8))
+    font = 8 if k <= 20 else (6 if k <= 50 else 4)
+    peak = max([max(row) for row in matrix if row] + [1])
+    with matplotlib.rc_context(_RC):
+        fig = _figure(side, side)
+        ax = fig.subplots()
+        ax.imshow([[v / peak for v in row] for row in matrix], cmap="Oranges", vmin=0, vmax=1, aspect="equal")
+        for i, row in enumerate(matrix):
+            for j, value in enumerate(row):
+                if not value:
+                    continue
+                cell = Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="none", linewidth=0)
+                cell.set_url(cell_url(i, j))
+                ax.add_patch(cell)
+                if k <= 40:
+                    text = ax.text(j, i, str(value), ha="center", va="center", fontsize=font,
+                                   color="white" if value / peak > 0.6 else "#1d2327")
+                    text.set_url(cell_url(i, j))
+        ax.set_xticks(range(k), labels=list(class_names), rotation=90, fontsize=font)
+        ax.set_yticks(range(k), labels=list(class_names), fontsize=font)
+        ax.set_xlabel(labels["predicted"])
+        ax.set_ylabel(labels["true"])
+        ax.spines[:].set_visible(False)
+        svg = _svg(fig)
+    # Links open in the same tab, and the transparent cell rectangles still catch clicks.
+    svg = svg.replace(' target="_blank"', "")
+    return re.sub(r"(<a [^>]*>\s*<path )", r'\1pointer-events="all" ', svg)

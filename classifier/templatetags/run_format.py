@@ -1,0 +1,51 @@
+"""Formatting for run pages: fractions as percentages, durations, ETAs."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+from django import template
+from django.utils.translation import gettext as _
+
+register = template.Library()
+
+
+@register.filter
+def pct(value, digits: int = 1) -> str:
+    """0.875 -> "87.5%" ("—" for nothing)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    if not math.isfinite(number):
+        return "—"
+    return f"{number * 100:.{int(digits)}f}%"
+
+
+@register.filter
+def seconds(value) -> str:
+    """A number of seconds (or a timedelta) as "1 h 02 min", "3 min 05 s" or "12 s"."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    try:
+        total = int(round(float(value)))
+    except (TypeError, ValueError):
+        return "—"
+    if total < 0:
+        return "—"
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return _("%(h)d h %(m)02d min") % {"h": hours, "m": minutes}
+    if minutes:
+        return _("%(m)d min %(s)02d s") % {"m": minutes, "s": secs}
+    return _("%(s)d s") % {"s": secs}
+
+
+@register.filter
+def get_item(mapping, key):
+    try:
+        return mapping.get(key)
+    except AttributeError:
+        return None
