@@ -1,0 +1,215 @@
+"""Uploaded photos: validate and decode untrusted bytes, and store a clean re-encoded copy.
+
+1. Size: more than ``settings.BREEDLAB_MAX_IMAGE_BYTES`` is refused with 413 before decoding.
+2. Format: only JPEG, PNG, GIF, WebP, BMP and TIFF decoders are ever tried (never EPS/PSD/...).
+3. Pixels: the header's width x height above ``settings.BREEDLAB_MAX_IMAGE_PIXELS`` is refused
+   before the pixels are decoded; Pillow's own decompression-bomb check is an error too.
+4. Decoding errors (corrupt, truncated) are refused with 400 and one clear sentence.
+5. The EXIF orientation is applied, every mode becomes RGB (transparency over white,
+   16-bit/float greyscale rescaled), animations give their first frame.
+6. What is stored is a JPEG re-encoded from those pixels, under a generated name in
+   ``MEDIA_ROOT/predictions/``: no metadata, no polyglot bytes, never the uploaded file itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import unicodedata
+import uuid
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import UploadedFile
+from django.utils.translation import gettext as _
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+# Pillow format names -> what users call them. Only these decoders are ever tried.
+ACCEPTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "GIF": "GIF", "WEBP": "WebP", "BMP": "BMP", "TIFF": "TIFF"}
+ACCEPTED_LABEL = "JPEG, PNG, GIF, WebP, BMP, TIFF"
+STORED_MAX_SIDE = 2048  # stored copies are at most this many pixels on their longer side
+STORED_JPEG_QUALITY = 90
+
+# In a web process a decompression-bomb warning is an attack, not a curiosity.
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageRejected(Exception):
+    """An upload that is not a usable photo. ``status`` is the HTTP status (400 or 413)."""
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    image: Image.Image  # RGB, EXIF orientation applied, pixels loaded
+    format: str  # "JPEG", "PNG", ...
+    sha256: str  # of the uploaded bytes
+    original_name: str
+    size_bytes: int
+
+    @property
+    def width(self) -> int:
+        return self.image.width
+
+    @property
+    def height(self) -> int:
+        return self.image.height
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+def clean_filename(name: str | None) -> str:
+    """The uploaded file's base name, without directories or control characters, at most 255 characters."""
+    base = os.path.basename((name or "").replace("\\", "/"))
+    base = "".join(ch for ch in base if unicodedata.category(ch)[0] != "C").strip()
+    return base[:255]
+
+
+def read_upload(upload: UploadedFile, *, max_bytes: int | None = None) -> bytes:
+    """The upload's bytes; ImageRejected(413) when it is larger than the cap, (400) when empty."""
+    limit = settings.BREEDLAB_MAX_IMAGE_BYTES if max_bytes is None else max_bytes
+    name = clean_filename(upload.name) or _("the upload")
+    if upload.size is not None and upload.size > limit:
+        raise ImageRejected(
+            _("%(name)s is %(size)s; photos may be at most %(limit)s.")
+            % {"name": name, "size": _megabytes(upload.size), "limit": _megabytes(limit)},
+            status=413,
+        )
+    upload.seek(0)
+    data = upload.read(limit + 1)
+    if len(data) > limit:  # a size that lied
+        raise ImageRejected(
+            _("%(name)s is larger than %(limit)s.") % {"name": name, "limit": _megabytes(limit)}, status=413
+        )
+    if not data:
+        raise ImageRejected(_("%(name)s is empty.") % {"name": name})
+    return data
+
+
+def decode_bytes(data: bytes, *, name: str = "", max_pixels: int | None = None) -> tuple[Image.Image, str]:
+    """Decode untrusted bytes into an RGB image (EXIF orientation applied) and its format name.
+
+    Raises ImageRejected(400) for anything that is not a decodable photo in an accepted format.
+    """
+    limit = settings.BREEDLAB_MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    label = name or _("The upload")
+    # Pillow's own bomb check uses the same limit (its warning is an error, see above); the
+    # explicit header check below comes first and gives the clearer message.
+    Image.MAX_IMAGE_PIXELS = limit
+    try:
+        img = Image.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS))
+    except UnidentifiedImageError:
+        raise ImageRejected(
+            _("%(name)s is not an image in a supported format (%(formats)s).") % {"name": label, "formats": ACCEPTED_LABEL}
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageRejected(_("%(name)s has more than %(limit)s pixels.") % {"name": label, "limit": f"{limit:,}"}) from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure on untrusted bytes is the same user error
+        raise ImageRejected(_("%(name)s is corrupt: %(why)s.") % {"name": label, "why": _short(exc)}) from None
+    try:
+        width, height = img.size
+        if width <= 0 or height <= 0:
+            raise ImageRejected(_("%(name)s has no pixels.") % {"name": label})
+        if width * height > limit:
+            raise ImageRejected(
+                _("%(name)s has %(pixels)s pixels (%(w)s×%(h)s); at most %(limit)s are accepted.")
+                % {"name": label, "pixels": f"{width * height:,}", "w": width, "h": height, "limit": f"{limit:,}"}
+            )
+        fmt = ACCEPTED_FORMATS.get(img.format or "", "")
+        if not fmt:
+            raise ImageRejected(
+                _("%(name)s is not an image in a supported format (%(formats)s).") % {"name": label, "formats": ACCEPTED_LABEL}
+            )
+        try:
+            img.seek(0)  # the first frame of an animation
+            img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageRejected(_("%(name)s has more than %(limit)s pixels.") % {"name": label, "limit": f"{limit:,}"}) from None
+        except Exception as exc:  # noqa: BLE001 - truncated/corrupt data surfaces as OSError, SyntaxError, ValueError, ...
+            if "truncated" in str(exc).lower():
+                raise ImageRejected(_("%(name)s is truncated: the file ends before the image does.") % {"name": label}) from None
+            raise ImageRejected(_("%(name)s is corrupt: %(why)s.") % {"name": label, "why": _short(exc)}) from None
+        rgb = to_rgb(_oriented(img))
+        if rgb.width * rgb.height > limit:  # defensive: orientation never adds pixels
+            raise ImageRejected(_("%(name)s has too many pixels.") % {"name": label})
+        return rgb, (img.format or fmt)
+    except ImageRejected:
+        raise
+    except Exception as exc:  # noqa: BLE001 - mode conversion of exotic/corrupt data
+        raise ImageRejected(_("%(name)s cannot be read as a photo: %(why)s.") % {"name": label, "why": _short(exc)}) from None
+    finally:
+        img.close()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().rstrip(".") or type(exc).__name__
+    return text[:200]
+
+
+def _oriented(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a broken EXIF block is ignored (the pixels are still good)."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception as exc:  # noqa: BLE001 - malformed EXIF is common in the wild
+        log.info("ignoring unreadable EXIF orientation: %s", exc)
+        return img
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB. Transparent pixels become white; 16-bit and float data are rescaled."""
+    mode = img.mode
+    if mode == "RGB":
+        return img.copy() if img.readonly else img
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        arr = np.asarray(img, dtype=np.float64)
+        finite = arr[np.isfinite(arr)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        scaled = np.zeros_like(arr) if hi <= lo else (np.nan_to_num(arr, nan=lo) - lo) * (255.0 / (hi - lo))
+        return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_upload(upload: UploadedFile) -> DecodedImage:
+    """Validate and decode one uploaded file (ImageRejected with the HTTP status on bad input)."""
+    name = clean_filename(upload.name)
+    data = read_upload(upload)
+    image, fmt = decode_bytes(data, name=name)
+    return DecodedImage(
+        image=image, format=fmt, sha256=hashlib.sha256(data).hexdigest(), original_name=name, size_bytes=len(data)
+    )
+
+
+def encode_for_storage(image: Image.Image) -> bytes:
+    """A clean JPEG of the pixels (longer side at most STORED_MAX_SIDE), without metadata."""
+    copy = image if max(image.size) <= STORED_MAX_SIDE else image.copy()
+    if copy is not image:
+        copy.thumbnail((STORED_MAX_SIDE, STORED_MAX_SIDE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    copy.convert("RGB").save(buffer, format="JPEG", quality=STORED_JPEG_QUALITY, optimize=False)
+    return buffer.getvalue()
+
+
+def stored_file(image: Image.Image) -> ContentFile:
+    """A ContentFile with a generated name, to assign to ``Prediction.image`` (upload_to adds predictions/Y/m/)."""
+    return ContentFile(encode_for_storage(image), name=f"{uuid.uuid4().hex}.jpg")

@@ -1,0 +1,218 @@
+"""Per-process cache of what serves: the active model version (hot-swapped) and the pretrained model.
+
+1. Each request asks the database which version is active: one query on the partial unique
+   index of ``is_active`` (id, promoted_at, path). When that differs from what this process
+   serves, the new version is loaded under a lock and swapped in with one assignment, so a
+   request sees either the old model or the new one, never half of each.
+2. A version whose files fail to load is refused (logged with the reason, retried after
+   ``RETRY_SECONDS``) and the model that was serving keeps serving.
+3. Loaded models are kept by their files' identity (a small LRU), so a rollback to a recent
+   version swaps back without reloading.
+4. The pretrained "base" model (for answers while no fine-tuned model is active) is loaded
+   once per process and backbone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from classifier.calibration import DEFAULT_THRESHOLDS, Thresholds, load_thresholds
+from classifier.models import ModelVersion
+from classifier.serving import ServingModel, build_serving
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 60.0  # a version that failed to load is tried again after this long
+LRU_SIZE = 2
+
+
+class ModelUnavailable(Exception):
+    """No fine-tuned model can answer (none is active, or none could be loaded)."""
+
+
+@dataclass(frozen=True)
+class VersionKey:
+    id: int
+    promoted_at: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One servable model version as this process holds it."""
+
+    key: VersionKey
+    version_id: int
+    name: str
+    backbone: str
+    model: ServingModel
+    thresholds: Thresholds
+    calibration: dict | None
+
+
+class _State:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.current: Loaded | None = None
+        self.refused: dict[VersionKey, tuple[float, str]] = {}
+        self.by_files: OrderedDict[tuple, ServingModel] = OrderedDict()
+        self.base: dict[str, ServingModel] = {}
+
+
+_state = _State()
+
+
+def reset() -> None:
+    """Forget everything this process loaded (tests; a worker about to fork)."""
+    global _state
+    _state = _State()
+
+
+def active_key() -> VersionKey | None:
+    row = ModelVersion.objects.filter(is_active=True).values_list("id", "promoted_at", "path").first()
+    if row is None:
+        return None
+    return VersionKey(row[0], row[1].isoformat() if row[1] else "", row[2])
+
+
+def run_dir_for(path: str) -> Path:
+    """The version's folder, refusing paths that leave RUNS_ROOT."""
+    root = Path(settings.RUNS_ROOT).resolve()
+    folder = (root / path).resolve()
+    if not path or Path(path).is_absolute() or not folder.is_relative_to(root) or folder == root:
+        raise ValueError(f"model folder {path!r} is not inside the runs storage root")
+    return folder
+
+
+def _files_identity(folder: Path) -> tuple:
+    st = (folder / "model.safetensors").stat()
+    return (str(folder), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _load(key: VersionKey) -> Loaded:
+    version = ModelVersion.objects.get(pk=key.id)
+    folder = run_dir_for(version.path)
+    identity = _files_identity(folder)
+    model = _state.by_files.get(identity)
+    if model is None:
+        model = build_serving(
+            folder,
+            cache_dir=Path(settings.BREEDLAB_SERVING_CACHE_DIR),
+            engine=settings.BREEDLAB_INFERENCE_ENGINE,
+            threads=settings.BREEDLAB_INFERENCE_THREADS,
+        )
+        _state.by_files[identity] = model
+        while len(_state.by_files) > LRU_SIZE:
+            _state.by_files.popitem(last=False)
+    else:
+        _state.by_files.move_to_end(identity)
+    thresholds, calibration = load_thresholds(folder, Path(settings.BREEDLAB_SERVING_CACHE_DIR), model_key(folder))
+    log.info(
+        "serving model version %s (%s, %s, engine %s, thresholds from %s)",
+        version.pk, version.name, model.backbone, model.engine, thresholds.source,
+    )
+    return Loaded(key, version.pk, version.name, model.backbone, model, thresholds, calibration)
+
+
+def model_key(folder: Path) -> str:
+    """Names a version's calibration in the serving cache: its folder's identity."""
+    import hashlib
+
+    size, mtime = (folder / "model.safetensors").stat().st_size, (folder / "model.safetensors").stat().st_mtime_ns
+    return hashlib.sha256(f"{folder}:{size}:{mtime}".encode()).hexdigest()[:24]
+
+
+def get_active() -> Loaded:
+    """The fine-tuned model to answer this request; ModelUnavailable when there is none."""
+    key = active_key()
+    state = _state
+    current = state.current
+    if current is not None and current.key == key:
+        return current
+    if key is None:
+        raise ModelUnavailable("No fine-tuned model is active yet.")
+    refused = state.refused.get(key)
+    if refused is not None and time.monotonic() - refused[0] < RETRY_SECONDS:
+        return _fallback(current, refused[1])
+    if current is not None:
+        if not state.lock.acquire(blocking=False):
+            return current  # another thread is loading the new version: the old one answers meanwhile
+    else:
+        state.lock.acquire()
+    try:
+        current = state.current
+        if current is not None and current.key == key:
+            return current
+        refused = state.refused.get(key)
+        if refused is not None and time.monotonic() - refused[0] < RETRY_SECONDS:
+            return _fallback(current, refused[1])
+        try:
+            loaded = _load(key)
+        except Exception as exc:  # noqa: BLE001 - a bad checkpoint must never take serving down
+            reason = f"{type(exc).__name__}: {exc}"
+            log.error("refusing model version %s (%s): %s; %s", key.id, key.path, reason,
+                      f"version {current.version_id} keeps serving" if current else "no model serves")
+            state.refused[key] = (time.monotonic(), reason)
+            return _fallback(current, reason)
+        state.refused.pop(key, None)
+        state.current = loaded  # the swap: one assignment
+        return loaded
+    finally:
+        state.lock.release()
+
+
+def _fallback(current: Loaded | None, reason: str) -> Loaded:
+    if current is None:
+        raise ModelUnavailable(f"The active model cannot be loaded ({reason}).")
+    return current
+
+
+def get_base(backbone: str | None = None) -> ServingModel:
+    """The pretrained model alone (its original classes), loaded once per process and backbone."""
+    name = backbone or settings.BREEDLAB_BASE_BACKBONE
+    model = _state.base.get(name)
+    if model is not None:
+        return model
+    with _state.lock:
+        model = _state.base.get(name)
+        if model is None:
+            model = build_serving(
+                None,
+                backbone=name,
+                cache_dir=Path(settings.BREEDLAB_SERVING_CACHE_DIR),
+                engine=settings.BREEDLAB_INFERENCE_ENGINE,
+                threads=settings.BREEDLAB_INFERENCE_THREADS,
+            )
+            _state.base[name] = model
+    return model
+
+
+def base_thresholds() -> Thresholds:
+    return DEFAULT_THRESHOLDS
+
+
+def get_version(version_id: int) -> Loaded:
+    """A given version (the one that answered a stored prediction), without making it serve.
+
+    The active version is returned as loaded; another one is loaded through the same LRU.
+    """
+    current = _state.current
+    if current is not None and current.version_id == version_id:
+        return current
+    row = ModelVersion.objects.filter(pk=version_id).values_list("id", "promoted_at", "path").first()
+    if row is None:
+        raise ModelUnavailable("That model version no longer exists.")
+    key = VersionKey(row[0], row[1].isoformat() if row[1] else "", row[2])
+    with _state.lock:
+        try:
+            return _load(key)
+        except Exception as exc:  # noqa: BLE001
+            log.error("cannot load model version %s: %s", version_id, exc)
+            raise ModelUnavailable(f"That model version cannot be loaded ({type(exc).__name__}).") from None

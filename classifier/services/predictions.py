@@ -1,0 +1,197 @@
+"""Writes for predictions and their corrections.
+
+``prediction_create`` validates every uploaded photo first (nothing is stored when one is
+bad), classifies them in one batch with the active model (or, where allowed, the pretrained
+model alone), then stores one Prediction row per photo with a clean re-encoded copy of it.
+``feedback_create`` records a "Wrong breed?" correction (merged into datasets elsewhere).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+from classifier import imaging, inference
+from classifier.calibration import DOG, NOT_DOG, Thresholds
+from classifier.imaging import DecodedImage, ImageRejected
+from classifier.models import Feedback, Prediction
+
+log = logging.getLogger(__name__)
+
+MAX_TOP_K = 20
+
+
+class FeedbackError(Exception):
+    """A correction that cannot be recorded; the message is shown to the user."""
+
+
+@dataclass
+class Answer:
+    """One photo's answer, as the page and the API show it."""
+
+    prediction: Prediction
+    model: dict[str, Any] | None  # {"id", "name", "backbone"}; None: the pretrained model alone answered
+    verdict: str  # "dog" | "not_dog" | "not_sure"
+    is_dog: bool
+    predictions: list[dict[str, Any]]  # fine-tuned top-k [{"label", "score"}]
+    base_predictions: list[dict[str, Any]]  # pretrained model's own classes
+    elapsed_ms: float
+    dog_mass: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_api(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "is_dog": self.is_dog,
+            "predictions": self.predictions,
+            "base_predictions": self.base_predictions,
+            "elapsed_ms": round(self.elapsed_ms, 2),
+        }
+
+
+def _top(probs: np.ndarray, names: Sequence[str], k: int) -> list[dict[str, Any]]:
+    k = min(k, len(names))
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [{"label": names[int(i)], "score": round(float(probs[int(i)]), 6)} for i in order]
+
+
+def decode_uploads(uploads: Sequence[UploadedFile]) -> list[DecodedImage]:
+    """Validate and decode every upload; the first bad one raises ImageRejected naming it."""
+    decoded = []
+    for i, upload in enumerate(uploads):
+        try:
+            decoded.append(imaging.open_upload(upload))
+        except ImageRejected as exc:
+            if len(uploads) > 1:
+                exc.message = _("Photo %(n)s of %(total)s: %(why)s") % {"n": i + 1, "total": len(uploads), "why": exc.message}
+            raise
+    return decoded
+
+
+def prediction_create(
+    *,
+    uploads: Sequence[UploadedFile],
+    user=None,
+    source: str = "web",
+    top_k: int = 5,
+    allow_base_only: bool = False,
+) -> list[Answer]:
+    """Classify the uploaded photos and store a Prediction per photo.
+
+    Raises ImageRejected (400/413) when any photo is bad and ModelUnavailable when no fine-tuned
+    model can answer and ``allow_base_only`` is False; nothing is stored in either case.
+    """
+    started = time.perf_counter()
+    if not uploads:
+        raise ImageRejected(_("Choose a photo to classify."))
+    top_k = max(1, min(int(top_k), MAX_TOP_K))
+    decoded = decode_uploads(uploads)
+    images = [d.image for d in decoded]
+
+    loaded: inference.Loaded | None = None
+    try:
+        loaded = inference.get_active()
+        model, thresholds = loaded.model, loaded.thresholds
+    except inference.ModelUnavailable:
+        if not allow_base_only:
+            raise
+        model, thresholds = inference.get_base(), inference.base_thresholds()
+    outputs = model.classify(images)
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+
+    answers = []
+    for i, item in enumerate(decoded):
+        answers.append(_answer(item, i, outputs, model, thresholds, loaded, top_k, elapsed_ms))
+    _store(answers, decoded, user=user, source=source, loaded=loaded)
+    return answers
+
+
+def _answer(item, i, outputs, model, thresholds: Thresholds, loaded, top_k: int, elapsed_ms: float) -> Answer:
+    fine = outputs.fine[i] if outputs.fine is not None else None
+    base = outputs.base[i] if outputs.base is not None else None
+    dog_mass = float(model.dog_mass(base[None])[0]) if base is not None else None
+    confidence = float(fine.max()) if fine is not None else None
+    verdict = thresholds.verdict(dog_mass=dog_mass, confidence=confidence)
+    predictions = _top(fine, model.class_names, top_k) if fine is not None else []
+    base_predictions = _top(base, model.base_class_names, top_k) if base is not None else []
+    model_info = {"id": loaded.version_id, "name": loaded.name, "backbone": loaded.backbone} if loaded else None
+    prediction = Prediction(
+        image_sha256=item.sha256,
+        original_name=item.original_name,
+        model_version_id=loaded.version_id if loaded else None,
+        is_dog=verdict != NOT_DOG,
+        top_label=predictions[0]["label"] if predictions and verdict == DOG else "",
+        top_score=predictions[0]["score"] if predictions else None,
+        elapsed_ms=elapsed_ms,
+        result={
+            "verdict": verdict,
+            "predictions": predictions,
+            "base_predictions": base_predictions,
+            "dog_mass": dog_mass,
+            "confidence": confidence,
+            "thresholds": {"dog_mass": thresholds.dog_mass, "confidence": thresholds.confidence, "source": thresholds.source},
+            "engine": model.engine,
+            "backbone": model.backbone,
+            "model_name": loaded.name if loaded else None,
+            "class_names": list(model.class_names or []),
+        },
+    )
+    return Answer(
+        prediction=prediction,
+        model=model_info,
+        verdict=verdict,
+        is_dog=verdict != NOT_DOG,
+        predictions=predictions,
+        base_predictions=base_predictions,
+        elapsed_ms=elapsed_ms,
+        dog_mass=dog_mass,
+    )
+
+
+def _store(answers: list[Answer], decoded: list[DecodedImage], *, user, source: str, loaded) -> None:
+    """Save the photos and the rows; on any failure remove the photos already written."""
+    saved = []
+    try:
+        with transaction.atomic():
+            for answer, item in zip(answers, decoded):
+                p = answer.prediction
+                p.user = user if getattr(user, "is_authenticated", False) else None
+                p.source = source
+                photo = imaging.stored_file(item.image)
+                p.image.save(photo.name, photo, save=False)
+                saved.append(p.image.name)
+                p.save()
+    except BaseException:
+        for name in saved:
+            try:
+                Prediction._meta.get_field("image").storage.delete(name)
+            except OSError:
+                log.warning("could not remove %s after a failed prediction", name)
+        raise
+
+
+def feedback_create(*, prediction: Prediction, correct_label: str, user=None) -> Feedback:
+    """Record "this photo shows ``correct_label``"; the label must be a class of the model that answered."""
+    label = (correct_label or "").strip()
+    known = list(prediction.result.get("class_names") or [])
+    if not known and prediction.model_version is not None:
+        known = list(prediction.model_version.class_names)
+    if not label:
+        raise FeedbackError(_("Choose the right breed."))
+    if label not in known:
+        raise FeedbackError(_("“%(label)s” is not a breed this model knows.") % {"label": label[:100]})
+    if not prediction.image:
+        raise FeedbackError(_("This prediction has no stored photo to correct."))
+    return Feedback.objects.create(
+        prediction=prediction,
+        correct_label=label,
+        user=user if getattr(user, "is_authenticated", False) else None,
+    )

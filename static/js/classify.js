@@ -1,0 +1,85 @@
+// Classify page: drag and drop, paste from the clipboard, a preview before sending, and sending
+// without leaving the page. Without JavaScript the form posts normally (and redirects to the answer).
+(function () {
+  "use strict";
+  var form = document.getElementById("classify-form");
+  if (!form || !window.fetch || !window.FormData || !window.DataTransfer) return;
+  var picker = document.getElementById("id_image");
+  var camera = document.getElementById("id_camera");
+  var zone = document.getElementById("dropzone");
+  var preview = document.getElementById("preview");
+  var hint = document.getElementById("dropzone-hint");
+  var status = document.getElementById("classify-status");
+  var result = document.getElementById("result");
+  var button = document.getElementById("classify-button");
+  var previewUrl = null;
+
+  function showPreview(file) {
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    if (!file || !/^image\//.test(file.type || "image/")) { preview.hidden = true; return; }
+    previewUrl = URL.createObjectURL(file);
+    preview.src = previewUrl;
+    preview.hidden = false;
+    hint.textContent = file.name || hint.textContent;
+  }
+
+  function useFile(file, input) {
+    // Put a dropped or pasted file into the picker so that the form sends it like a chosen one.
+    var list = new DataTransfer();
+    list.items.add(file);
+    (input || picker).files = list.files;
+    if (input !== camera && camera) camera.value = "";
+    showPreview(file);
+  }
+
+  picker.addEventListener("change", function () { if (camera) camera.value = ""; showPreview(picker.files[0]); });
+  if (camera) camera.addEventListener("change", function () { picker.value = ""; showPreview(camera.files[0]); });
+
+  ["dragenter", "dragover"].forEach(function (name) {
+    zone.addEventListener(name, function (e) { e.preventDefault(); zone.classList.add("dragging"); });
+  });
+  ["dragleave", "drop"].forEach(function (name) {
+    zone.addEventListener(name, function () { zone.classList.remove("dragging"); });
+  });
+  zone.addEventListener("drop", function (e) {
+    e.preventDefault();
+    var file = e.dataTransfer && e.dataTransfer.files[0];
+    if (file) useFile(file, picker);
+  });
+  document.addEventListener("paste", function (e) {
+    var items = (e.clipboardData && e.clipboardData.items) || [];
+    for (var i = 0; i < items.length; i++) {
+      if (items[i].kind === "file" && /^image\//.test(items[i].type)) {
+        var file = items[i].getAsFile();
+        if (file) { useFile(new File([file], file.name || "pasted.png", { type: file.type }), picker); e.preventDefault(); }
+        return;
+      }
+    }
+  });
+
+  form.addEventListener("submit", function (e) {
+    if (!(picker.files.length || (camera && camera.files.length))) return; // let the server say what is missing
+    e.preventDefault();
+    button.disabled = true;
+    status.textContent = form.dataset.sending || "…";
+    fetch(form.action, { method: "POST", body: new FormData(form), headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" })
+      .then(function (response) { return response.text(); })
+      .then(function (html) { result.innerHTML = html; status.textContent = ""; bindHeatmaps(); })
+      .catch(function () { form.submit(); })
+      .finally(function () { button.disabled = false; });
+  });
+
+  function bindHeatmaps() {
+    var links = result.querySelectorAll("a[data-heatmap-target]");
+    Array.prototype.forEach.call(links, function (link) {
+      link.addEventListener("click", function (e) {
+        var img = document.getElementById(link.getAttribute("data-heatmap-target"));
+        if (!img) return;
+        e.preventDefault();
+        if (!img.src) img.src = link.href;
+        img.hidden = !img.hidden;
+      });
+    });
+  }
+  bindHeatmaps();
+})();
