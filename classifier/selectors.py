@@ -29,6 +29,20 @@ def run_list(*, status: str | None = None, backbone: str | None = None, dataset_
     return runs
 
 
+def dataset_get_by_ref(ref: str | int) -> Dataset:
+    """A dataset by id, NAME (its newest ready version) or NAME:vN. Raises Dataset.DoesNotExist."""
+    value = str(ref).strip()
+    if value.isdigit():
+        return Dataset.objects.get(pk=int(value))
+    name, _sep, version = value.rpartition(":v")
+    if name and version.isdigit():
+        return Dataset.objects.get(name=name, version=int(version))
+    found = Dataset.objects.filter(name=value, status=Dataset.Status.READY).order_by("-version").first()
+    if found is None:
+        raise Dataset.DoesNotExist(value)
+    return found
+
+
 def run_backbones() -> list[str]:
     """Backbones that at least one run used (for the run list's filter)."""
     names = TrainingRun.objects.values_list("config__backbone", flat=True).distinct()

@@ -194,6 +194,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",  # served from our own static files, never a CDN
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "classifier.models.TrainingRun.Status",
+        "DatasetStatusEnum": "classifier.models.Dataset.Status",
+    },
 }
 
 # 6. Security: HTTPS=1 behind TLS turns on the settings `check --deploy` asks for --------------
