@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import exceptions, serializers, status
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import SAFE_METHODS, BasePermission
@@ -109,6 +110,8 @@ _error = inline_serializer("DatasetError", fields={"error": serializers.CharFiel
     ),
 )
 class DatasetListView(GenericAPIView):
+    # Token first, so a request without credentials gets 401 with "WWW-Authenticate: Token".
+    authentication_classes = [TokenAuthentication, SessionAuthentication]
     permission_classes = [StaffCanWrite]
     parser_classes = [LimitedMultiPartParser]
     serializer_class = DatasetUploadSerializer
@@ -143,8 +146,12 @@ class DatasetListView(GenericAPIView):
     responses={200: DatasetDetailSerializer, 404: OpenApiResponse(_error, description="No such dataset.")},
 )
 class DatasetDetailView(GenericAPIView):
+    authentication_classes = [TokenAuthentication, SessionAuthentication]
     serializer_class = DatasetDetailSerializer
     queryset = Dataset.objects.all()
 
     def get(self, request: Request, pk: int) -> Response:
-        return Response(DatasetDetailSerializer(self.get_object()).data)
+        dataset = Dataset.objects.filter(pk=pk).first()
+        if dataset is None:
+            raise exceptions.NotFound("No such dataset.")
+        return Response(DatasetDetailSerializer(dataset).data)
