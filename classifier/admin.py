@@ -16,12 +16,6 @@ class DatasetAdmin(admin.ModelAdmin):
         from django.shortcuts import redirect
 
         return redirect("classifier:dataset_create")
-
-    def add_view(self, request, form_url="", extra_context=None):
-        """Datasets come in as archives (checked, extracted, reported): "Add" opens the upload page."""
-        from django.shortcuts import redirect
-
-        return redirect("classifier:dataset_create")
     actions = ["start_training_run"]
 
     @admin.display(description=_("classes"))
