@@ -53,7 +53,7 @@ def default_config(optimizer: str | None = None) -> dict[str, Any]:
 
 def _field_of(message: str) -> str | None:
     for name in sorted(RUN_FIELDS, key=len, reverse=True):
-        if message.startswith(name) or f" {name} " in message or f"{name} must" in message:
+        if message.startswith(f"{name} "):
             return name
     lowered = message.lower()
     for name in ("optimizer", "schedule", "augmentation", "device", "backbone"):

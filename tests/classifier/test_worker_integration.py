@@ -56,7 +56,8 @@ def test_a_real_worker_runs_a_task_sent_through_redis(worker, celery_app, make_r
     from classifier.tasks import reap_stale_runs
 
     long_ago = timezone.now() - timedelta(hours=1)
-    stale = make_run(status=TrainingRun.Status.RUNNING, started_at=long_ago, heartbeat_at=long_ago)
+    # Two attempts used up (the default BREEDLAB_MAX_RUN_ATTEMPTS): the reaper fails it instead of re-queueing.
+    stale = make_run(status=TrainingRun.Status.RUNNING, started_at=long_ago, heartbeat_at=long_ago, attempts=2)
     alive = make_run(status=TrainingRun.Status.RUNNING, started_at=long_ago, heartbeat_at=timezone.now())
 
     reap_stale_runs.apply_async(connection=conn)
