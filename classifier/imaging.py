@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # Pillow format names -> what users call them. Only these decoders are ever tried.
 ACCEPTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "GIF": "GIF", "WEBP": "WebP", "BMP": "BMP", "TIFF": "TIFF"}
 ACCEPTED_LABEL = "JPEG, PNG, GIF, WebP, BMP, TIFF"
+_DECODERS = ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"]  # MPO (multi-picture JPEG) comes from the JPEG decoder
 STORED_MAX_SIDE = 2048  # stored copies are at most this many pixels on their longer side
 STORED_JPEG_QUALITY = 90
 
@@ -111,7 +112,7 @@ def decode_bytes(data: bytes, *, name: str = "", max_pixels: int | None = None) 
     # explicit header check below comes first and gives the clearer message.
     Image.MAX_IMAGE_PIXELS = limit
     try:
-        img = Image.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS))
+        img = Image.open(io.BytesIO(data), formats=_DECODERS)
     except UnidentifiedImageError:
         raise ImageRejected(
             _("%(name)s is not an image in a supported format (%(formats)s).") % {"name": label, "formats": ACCEPTED_LABEL}
@@ -179,7 +180,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         finite = arr[np.isfinite(arr)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
         scaled = np.zeros_like(arr) if hi <= lo else (np.nan_to_num(arr, nan=lo) - lo) * (255.0 / (hi - lo))
-        return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L").convert("RGB")
+        return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8)).convert("RGB")
     if mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
         mode = "RGBA"

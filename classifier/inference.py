@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 
@@ -75,6 +75,13 @@ def reset() -> None:
     _state = _State()
 
 
+def reset_current() -> None:
+    """Forget which version serves and which were refused, keeping loaded models (tests)."""
+    with _state.lock:
+        _state.current = None
+        _state.refused.clear()
+
+
 def active_key() -> VersionKey | None:
     row = ModelVersion.objects.filter(is_active=True).values_list("id", "promoted_at", "path").first()
     if row is None:
@@ -84,11 +91,10 @@ def active_key() -> VersionKey | None:
 
 def run_dir_for(path: str) -> Path:
     """The version's folder, refusing paths that leave RUNS_ROOT."""
-    root = Path(settings.RUNS_ROOT).resolve()
-    folder = (root / path).resolve()
-    if not path or Path(path).is_absolute() or not folder.is_relative_to(root) or folder == root:
+    relative = PurePosixPath(path or "")
+    if not path or relative.is_absolute() or ".." in relative.parts or str(relative) in ("", "."):
         raise ValueError(f"model folder {path!r} is not inside the runs storage root")
-    return folder
+    return Path(settings.RUNS_ROOT) / relative
 
 
 def _files_identity(folder: Path) -> tuple:

@@ -178,11 +178,11 @@ def heatmap_png(photo: Image.Image, cam: np.ndarray, *, image_size: int, resize_
     view = photo.crop((round(left), round(top), round(left + side), round(top + side))).resize(
         (HEATMAP_SIDE, HEATMAP_SIDE), Image.Resampling.BICUBIC
     )
-    heat = Image.fromarray((np.clip(cam, 0, 1) * 255).astype(np.uint8), mode="L").resize(
+    heat = Image.fromarray((np.clip(cam, 0, 1) * 255).astype(np.uint8)).resize(
         (HEATMAP_SIDE, HEATMAP_SIDE), Image.Resampling.BICUBIC
     )
     colored = (colormaps["jet"](np.asarray(heat) / 255.0)[..., :3] * 255).astype(np.uint8)
-    blended = Image.blend(view, Image.fromarray(colored, mode="RGB"), alpha=0.45)
+    blended = Image.blend(view, Image.fromarray(colored), alpha=0.45)
     buffer = io.BytesIO()
     blended.save(buffer, format="PNG")
     return buffer.getvalue()

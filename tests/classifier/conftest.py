@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.classifier.model_fixtures import *  # noqa: F401,F403  (a fine-tuned model, trained once per session)
 
 @pytest.fixture(autouse=True)
 def _isolated_storage(settings, tmp_path):
