@@ -6,9 +6,8 @@ create_api_token``) or the browser session with its CSRF token.
 
 from __future__ import annotations
 
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import serializers, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAdminUser
 from rest_framework.request import Request
@@ -20,6 +19,14 @@ from classifier.api.errors import error_response
 from classifier.models import Dataset, EpochMetric, TrainingRun
 from classifier.runconfig import RUN_FIELDS, RunConfigError
 from classifier.services import runs as run_services
+
+
+def get_or_404(queryset, pk: int):
+    """The row, or a JSON 404 ``{"error": ...}`` naming what was not found."""
+    found = queryset.filter(pk=pk).first()
+    if found is None:
+        raise exceptions.NotFound(f"No {queryset.model._meta.verbose_name} #{pk}.")
+    return found
 
 
 class StaffWrites(BasePermission):
@@ -180,7 +187,7 @@ class RunDetailView(APIView):
 
     @extend_schema(summary="One run: status, progress, per-epoch metrics, final metrics", responses={200: RunDetailSerializer})
     def get(self, request: Request, pk: int) -> Response:
-        run = get_object_or_404(TrainingRun.objects.select_related("dataset", "created_by"), pk=pk)
+        run = get_or_404(TrainingRun.objects.select_related("dataset", "created_by"), pk)
         return Response(RunDetailSerializer(run, context={"request": request}).data)
 
 
@@ -193,7 +200,7 @@ class RunCancelView(APIView):
         responses={200: RunDetailSerializer, 409: OpenApiResponse(description='{"error": ...}: the run has already ended.')},
     )
     def post(self, request: Request, pk: int) -> Response:
-        run = get_object_or_404(TrainingRun.objects.select_related("dataset", "created_by"), pk=pk)
+        run = get_or_404(TrainingRun.objects.select_related("dataset", "created_by"), pk)
         try:
             run = run_services.run_cancel(run=run)
         except run_services.RunError as exc:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,6 +11,7 @@ from rest_framework.views import APIView
 
 from classifier import selectors
 from classifier.api.errors import error_response
+from classifier.api.runs import get_or_404
 from classifier.models import ModelVersion
 from classifier.services import versions as version_services
 
@@ -47,7 +47,7 @@ class ModelPromoteView(APIView):
         responses={200: ModelVersionSerializer, 409: OpenApiResponse(description='{"error": ...}: its files are missing.')},
     )
     def post(self, request: Request, pk: int) -> Response:
-        version = get_object_or_404(ModelVersion, pk=pk)
+        version = get_or_404(ModelVersion.objects.all(), pk)
         try:
             version = version_services.model_promote(version=version, user=request.user)
         except version_services.VersionError as exc:

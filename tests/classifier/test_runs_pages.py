@@ -1,0 +1,200 @@
+"""Run pages: list filters, the new-run form, the run page (live part, curves, matrix, gallery), compare, models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from django.test import Client
+
+from classifier.models import EpochMetric, ModelVersion, TrainingRun
+from tests.classifier.run_fixtures import enqueued  # noqa: F401
+
+pytestmark = pytest.mark.django_db
+SPLIT = {"train": ["beagle/1.jpg", "pug/1.jpg"], "val": ["beagle/2.jpg", "pug/2.jpg", "pug/3.jpg"]}
+
+
+@pytest.fixture
+def finished_run(make_run, make_dataset, settings):
+    """A succeeded run with epochs, a validation report on disk and a model version."""
+    dataset = make_dataset(name="pets", split=SPLIT)
+    run = make_run(dataset=dataset, status=TrainingRun.Status.SUCCEEDED, best_val_acc=0.667, progress=1.0,
+                   config={"backbone": "cifar10_resnet20", "optimizer": "adam", "head_epochs": 1, "finetune_epochs": 1})
+    run.out_dir = f"run-{run.pk}"
+    run.save()
+    EpochMetric.objects.create(run=run, phase="head", epoch=1, train_loss=1.25, train_acc=0.5, val_loss=1.1, val_acc=0.5)
+    EpochMetric.objects.create(run=run, phase="finetune", epoch=1, train_loss=0.9, train_acc=0.7, val_loss=0.8, val_acc=0.667)
+    folder = Path(settings.RUNS_ROOT) / run.out_dir
+    folder.mkdir()
+    report = {
+        "top1": 0.667, "top5": 1.0, "n": 3, "classes": ["beagle", "pug"],
+        "confusion_matrix": [[1, 0], [1, 1]],
+        "per_class": {"beagle": {"precision": 0.5, "recall": 1.0, "f1": 0.667, "support": 1},
+                      "pug": {"precision": 1.0, "recall": 0.5, "f1": 0.667, "support": 2}},
+        "predictions": [
+            {"path": "beagle/2.jpg", "true": "beagle", "pred": "beagle", "confidence": 0.9, "correct": True},
+            {"path": "pug/2.jpg", "true": "pug", "pred": "beagle", "confidence": 0.6, "correct": False},
+            {"path": "pug/3.jpg", "true": "pug", "pred": "pug", "confidence": 0.8, "correct": True},
+        ],
+    }
+    (folder / "validation.json").write_text(json.dumps(report))
+    (folder / "model.safetensors").write_bytes(b"w")
+    (folder / "meta.json").write_text("{}")
+    ModelVersion.objects.create(run=run, name="pets-v1-run", backbone="cifar10_resnet20", path=run.out_dir,
+                                class_names=["beagle", "pug"], metrics={"val_acc": 0.667})
+    return run
+
+
+# ---- the list -----------------------------------------------------------------------------------
+def test_the_run_list_filters_by_backbone_and_dataset_and_keeps_filters_across_pages(client, make_run, make_dataset):
+    a = make_dataset(name="a")
+    b = make_dataset(name="b")
+    resnet = make_run(dataset=a, config={"backbone": "cifar10_resnet20", "optimizer": "sgd"})
+    lite = make_run(dataset=b, config={"backbone": "efficientnet_lite0", "optimizer": "adam"})
+    html = client.get("/runs/?backbone=cifar10_resnet20").content.decode()
+    assert f'href="/runs/{resnet.pk}/"' in html and f'href="/runs/{lite.pk}/"' not in html
+    html = client.get(f"/runs/?dataset={b.pk}").content.decode()
+    assert f'href="/runs/{lite.pk}/"' in html and f'href="/runs/{resnet.pk}/"' not in html
+    for _ in range(26):
+        make_run(dataset=a, config={"backbone": "cifar10_resnet20"})
+    html = client.get("/runs/?backbone=cifar10_resnet20").content.decode()
+    assert "?backbone=cifar10_resnet20&amp;page=2" in html
+
+
+def test_running_runs_show_a_progress_bar_and_the_table_refreshes_itself(client, make_run):
+    make_run(status=TrainingRun.Status.RUNNING, progress=0.42)
+    html = client.get("/runs/").content.decode()
+    assert '<progress max="1" value="0.42"' in html
+    assert 'hx-trigger="every 5s' in html and "/static/js/htmx.min.js" in html
+
+
+# ---- the form -----------------------------------------------------------------------------------
+def test_the_form_offers_the_registry_the_optimizers_and_the_recipe_defaults(staff_client, make_dataset):
+    from training.config import TrainConfig
+
+    make_dataset(name="pets", split=SPLIT)
+    html = staff_client.get("/runs/new/").content.decode()
+    defaults = TrainConfig(data_dir=".")
+    assert 'value="cifar10_resnet20"' in html and "weights" in html
+    for name in ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"):
+        assert f'value="{name}"' in html
+    assert f'name="head_epochs" value="{defaults.head_epochs}"' in html
+    assert f'name="batch_size" value="{defaults.batch_size}"' in html
+    assert 'id="recipe-rates"' in html and "/static/js/run_form.js" in html
+
+
+def test_the_form_starts_a_run_and_shows_it(staff_client, make_dataset, enqueued, django_capture_on_commit_callbacks):
+    dataset = make_dataset(name="pets", split=SPLIT)
+    data = {
+        "dataset": dataset.pk, "backbone": "cifar10_resnet20", "optimizer": "rmsprop", "head_epochs": 2,
+        "head_lr": 0.001, "finetune_epochs": 1, "finetune_lr": 0.0005, "unfreeze_blocks": 1, "batch_size": 16,
+        "image_size": 32, "augmentation": "none", "early_stopping_patience": 0, "seed": 7, "schedule": "cosine",
+        "weight_decay": 0.0, "backbone_lr_mult": 0.1, "label_smoothing": 0.0, "head_dropout": 0.0,
+        "promote_when_done": "on",
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post("/runs/new/", data)
+    run = TrainingRun.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/runs/{run.pk}/"
+    assert run.config["optimizer"] == "rmsprop" and run.config["seed"] == 7 and run.config["image_size"] == 32
+    assert run.promote_when_done and run.created_by.username == "staff"
+    assert [call["args"] for call in enqueued] == [[run.pk]]
+
+
+def test_the_form_explains_invalid_input_and_a_blocked_dataset(staff_client, make_dataset, enqueued):
+    dataset = make_dataset(name="pets", split=SPLIT, report={"problems": ["Class pug has only 2 usable images."]})
+    response = staff_client.post("/runs/new/", {"dataset": dataset.pk, "backbone": "cifar10_resnet20",
+                                                "optimizer": "adam", "head_epochs": -3, "batch_size": 0})
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Class pug has only 2 usable images." in html
+    assert "Ensure this value is greater than or equal to 0." in html
+    assert not TrainingRun.objects.exists() and enqueued == []
+
+
+def test_the_form_copies_a_run_to_edit_and_run_again(staff_client, finished_run):
+    html = staff_client.get(f"/runs/new/?from={finished_run.pk}").content.decode()
+    assert 'value="adam" selected' in html
+
+
+# ---- the run page ---------------------------------------------------------------------------------
+def test_the_run_page_shows_results_matrix_links_gallery_and_config(client, finished_run):
+    html = client.get(finished_run.get_absolute_url()).content.decode()
+    assert "<svg" in html  # the confusion matrix, inline so its cells are links
+    assert f'/runs/{finished_run.pk}/validation/?true=pug&amp;amp;pred=beagle' in html or \
+        f'/runs/{finished_run.pk}/validation/?true=pug&amp;pred=beagle' in html
+    assert f"/datasets/{finished_run.dataset_id}/thumbs/pug/2.jpg" in html  # the misclassified photo
+    assert f"/runs/{finished_run.pk}/curves.svg?n=2" in html
+    assert "66.7%" in html and "cifar10_resnet20" in html
+    assert "Cancel" not in html.split("<main")[1].split("<h2")[0]  # no buttons for visitors
+
+
+def test_staff_see_the_buttons_and_the_traceback_of_a_failed_run(staff_client, make_run):
+    run = make_run(status=TrainingRun.Status.FAILED, error="Non-finite loss: nan", traceback="Traceback (most recent call last): X")
+    staff_html = staff_client.get(run.get_absolute_url()).content.decode()
+    assert "Non-finite loss: nan" in staff_html and "Traceback (most recent call last): X" in staff_html
+    assert f'action="/runs/{run.pk}/rerun/"' in staff_html
+    visitor_html = Client().get(run.get_absolute_url()).content.decode()
+    assert "Non-finite loss: nan" in visitor_html and "Traceback (most recent call last)" not in visitor_html
+
+
+def test_the_live_part_polls_while_running_and_reloads_the_page_when_the_run_ends(client, make_run):
+    run = make_run(status=TrainingRun.Status.RUNNING, attempts=1, progress=0.5,
+                   progress_detail={"stage": "train", "phase": "finetune", "epoch": 2, "epochs": 3, "batch": 5,
+                                    "batches": 10, "loss": 0.5, "eta_seconds": 125})
+    html = client.get(f"/runs/{run.pk}/live/?was=running").content.decode()
+    assert 'hx-trigger="every 2s"' in html and "2 / 3" in html and "5 / 10" in html and "2 min 05 s" in html
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.SUCCEEDED)
+    response = client.get(f"/runs/{run.pk}/live/?was=running")
+    assert response["HX-Refresh"] == "true" and "hx-trigger" not in response.content.decode()
+
+
+def test_the_curves_are_an_svg_with_the_unfreeze_switch_marked(client, finished_run):
+    response = client.get(f"/runs/{finished_run.pk}/curves.svg?n=2")
+    assert response["Content-Type"] == "image/svg+xml"
+    svg = response.content.decode()
+    assert svg.startswith("<svg") and "unfreeze" in svg
+
+
+def test_the_validation_page_lists_the_images_of_a_matrix_cell(client, finished_run):
+    html = client.get(f"/runs/{finished_run.pk}/validation/?true=pug&pred=beagle").content.decode()
+    assert "pug/2.jpg" in html and "pug/3.jpg" not in html and "beagle/2.jpg" not in html
+
+
+# ---- compare and models ---------------------------------------------------------------------------
+def test_compare_overlays_curves_and_marks_differing_settings(client, finished_run, make_run):
+    other = make_run(config={**finished_run.config, "optimizer": "sgd"})
+    EpochMetric.objects.create(run=other, phase="head", epoch=1, train_loss=2.0, val_loss=1.9, val_acc=0.3)
+    html = client.get(f"/runs/compare/?ids={finished_run.pk},{other.pk}").content.decode()
+    assert "<svg" in html and f"#{finished_run.pk} adam" in html and f"#{other.pk} sgd" in html
+    assert '<tr class="differs"><th scope="row">optimizer</th>' in html
+    assert '<tr><th scope="row">backbone</th>' in html
+
+
+def test_compare_needs_two_runs(client, finished_run):
+    response = client.get(f"/runs/compare/?ids={finished_run.pk},999")
+    assert response.status_code == 400 and "at least two runs" in response.content.decode()
+
+
+def test_staff_promote_from_the_models_page(staff_client, finished_run):
+    version = ModelVersion.objects.get(run=finished_run)
+    html = staff_client.get("/models/").content.decode()
+    assert f'action="/models/{version.pk}/promote/"' in html
+    response = staff_client.post(f"/models/{version.pk}/promote/")
+    assert response.status_code == 302
+    version.refresh_from_db()
+    assert version.is_active
+
+
+def test_the_admin_links_to_the_new_run_form(staff_client, make_dataset):
+    html = staff_client.get("/admin/classifier/trainingrun/").content.decode()
+    assert 'href="/runs/new/"' in html
+    dataset = make_dataset(name="pets", split=SPLIT)
+    response = staff_client.post("/admin/classifier/dataset/", {"action": "start_training_run", "_selected_action": [dataset.pk]})
+    assert response.status_code == 302 and response["Location"] == f"/runs/new/?dataset={dataset.pk}"
+
+
+def test_the_navigation_offers_a_new_run_to_staff_only(staff_client):
+    assert 'href="/runs/new/"' in staff_client.get("/runs/").content.decode()
+    assert 'href="/runs/new/"' not in Client().get("/runs/").content.decode()
