@@ -47,7 +47,7 @@ def class_counts_svg(classes: list[dict], split: dict) -> bytes:
     axes.set_xlim(0, max(totals or [1]) * 1.12 + 1)
     axes.spines[["top", "right"]].set_visible(False)
     if names:
-        axes.legend(loc="lower right", fontsize=8, frameon=False)
+        axes.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=2, fontsize=8, frameon=False)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="svg", metadata={"Date": None})

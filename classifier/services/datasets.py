@@ -121,7 +121,10 @@ def dataset_import_archive(
     _check_archive_size(archive_path.stat().st_size, label)
 
     def fill(folder: Path) -> tuple[list[dict], dict]:
-        result = extract_archive(archive_path, folder, limits=limits or ArchiveLimits())
+        try:
+            result = extract_archive(archive_path, folder, limits=limits or ArchiveLimits())
+        except ArchiveError as exc:  # name the user's file, not the temporary file it was streamed to
+            raise ArchiveError(str(exc).replace(archive_path.name, label)) from exc
         skipped = [{"path": entry, "reason": "archive", "detail": reason} for entry, reason in result.skipped]
         source = {
             "kind": "archive",
@@ -314,10 +317,11 @@ def _check_archive_size(size: int, label: str) -> None:
 
 
 def human_size(size: float) -> str:
+    """Sizes in binary units, labelled as Django's filesizeformat labels them (1 GB = 1024**3 bytes)."""
     for unit in ("bytes", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
+        if size < 1024 or unit == "GB":
             return f"{int(size)} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1000
+        size /= 1024
     raise AssertionError("unreachable")
 
 

@@ -97,7 +97,7 @@ def test_it_reports_missing_fields_as_one_error(staff_api):
 
 
 def test_an_archive_over_the_limit_gets_413(staff_api, settings, tmp_path):
-    settings.BREEDLAB_MAX_ARCHIVE_BYTES = 10_000
+    settings.BREEDLAB_MAX_ARCHIVE_BYTES = 10 * 1024
     archive = make_zip(tmp_path / "big.zip", imagefolder_entries({"beagle": 30, "pug": 30}))
     response = post_archive(staff_api, archive)
     assert response.status_code == 413

@@ -59,6 +59,7 @@ def test_upload_page_refuses_or_reports_each_odd_archive(staff_client, settings,
     if case.refused:
         assert response.status_code == 400
         assert case.refused in response.content.decode()
+        assert dataset.error.startswith(archive.name), "the message names the uploaded file"
         assert dataset.status == Dataset.Status.FAILED and case.refused in dataset.error
         assert files_under(root) == set(), "a refused archive left files behind"
         return
@@ -76,7 +77,7 @@ def test_upload_page_refuses_or_reports_each_odd_archive(staff_client, settings,
     for path in case.skipped:
         assert path in html
     if case.problems:
-        assert "Training on this dataset is blocked" in html and "/runs/new/" not in html
+        assert "Training on this dataset is blocked" in html and f"/runs/new/?dataset={dataset.pk}" not in html
 
 
 def test_nested_folders_are_flattened_into_their_class(staff_client, uploads):
@@ -135,7 +136,7 @@ def test_an_xhr_upload_gets_json_with_the_new_page_or_the_reasons(staff_client, 
 
 
 def test_an_archive_over_the_limit_is_cut_off_with_a_clear_message(staff_client, settings, uploads):
-    settings.BREEDLAB_MAX_ARCHIVE_BYTES = 20_000
+    settings.BREEDLAB_MAX_ARCHIVE_BYTES = 20 * 1024
     archive = make_zip(uploads / "big.zip", imagefolder_entries({"beagle": 40, "pug": 40}))
     assert archive.stat().st_size > 40_000
     response = upload(staff_client, archive)
@@ -266,7 +267,7 @@ def test_staff_merge_corrections_from_the_page_into_a_new_version(staff_client, 
 def test_visitors_see_no_staff_actions_and_cannot_post_them(client, tmp_path):
     dataset = make_ready_dataset(tmp_path)
     html = client.get(dataset.get_absolute_url()).content.decode()
-    assert "/runs/new/" not in html and "/merge/" not in html and "/delete/" not in html
+    assert f"/runs/new/?dataset={dataset.pk}" not in html and "/merge/" not in html and "/delete/" not in html
     assert client.post(reverse("classifier:dataset_delete", args=[dataset.pk])).status_code == 302
     assert Dataset.objects.filter(pk=dataset.pk).exists()
 
