@@ -173,6 +173,7 @@ def _form_context(form: DatasetUploadForm, failed: Dataset | None = None) -> dic
             "too_big": ArchiveSizeLimit().message(),
             "network": _("The upload was interrupted. Please try again."),
             "failed": _("The upload failed (HTTP %(status)s)."),
+            "failed_link": _("See the recorded failed import."),
         },
     }
 

@@ -74,7 +74,8 @@
       if (data.failed_url) {
         var link = document.createElement("a");
         link.href = data.failed_url;
-        link.textContent = " →";
+        link.textContent = text.failed_link;
+        errorBox.appendChild(document.createTextNode(" "));
         errorBox.appendChild(link);
       }
     });
