@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -23,6 +25,11 @@ def _first_message(detail: Any) -> str:
 
 
 def json_error_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    # Django's own Http404 / PermissionDenied become DRF exceptions first, so they get our shape too.
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
     response = exception_handler(exc, context)
     if response is None:
         return None

@@ -1,0 +1,31 @@
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework.test import APIRequestFactory
+from rest_framework.views import APIView
+
+from classifier.api.errors import json_error_handler
+
+
+def _handle(exc):
+    request = APIRequestFactory().get("/api/x")
+    return json_error_handler(exc, {"view": APIView(), "request": request})
+
+
+def test_django_404_inside_an_api_view_becomes_a_json_error():
+    response = _handle(Http404("no such run"))
+    assert response.status_code == 404
+    assert set(response.data) == {"error"}
+
+
+def test_django_permission_denied_inside_an_api_view_becomes_a_json_error():
+    response = _handle(PermissionDenied())
+    assert response.status_code == 403
+    assert set(response.data) == {"error"}
+
+
+def test_validation_errors_name_the_field():
+    from rest_framework.exceptions import ValidationError
+
+    response = _handle(ValidationError({"top_k": ["must be between 1 and 20"]}))
+    assert response.status_code == 400
+    assert response.data["error"] == "top_k: must be between 1 and 20"
