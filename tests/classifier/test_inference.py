@@ -138,3 +138,30 @@ def test_the_rule_checks_dog_mass_before_confidence():
     assert th.verdict(dog_mass=0.9, confidence=0.9) == DOG
     assert th.verdict(dog_mass=None, confidence=0.9) == DOG
     assert DEFAULT_THRESHOLDS.source == "default"
+
+
+def test_calibrate_model_writes_thresholds_that_serving_then_uses(finetuned_run, register_version, not_dogs_dir, tmp_path):
+    import json
+    import shutil
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    run = tmp_path / "run"
+    shutil.copytree(finetuned_run, run)
+    out = StringIO()
+    call_command("calibrate_model", run_dir=run, not_dogs=not_dogs_dir / "cats", stdout=out)
+    saved = json.loads((run / "calibration.json").read_text())
+    assert 0.0 < saved["thresholds"]["dog_mass"] < 1.0 and saved["validation"]["n"] == 16
+    assert saved["not_dogs"]["cats"]["dog_rate"] <= 0.1  # cats are rarely named as a breed
+    register_version(run, name="calibrated")
+    assert inference.get_active().thresholds.dog_mass == pytest.approx(saved["thresholds"]["dog_mass"])
+    assert inference.get_active().thresholds.source == "calibration.json"
+
+
+def test_calibrate_model_needs_a_model(db):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="model version id or --run-dir"):
+        call_command("calibrate_model")
