@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--feature-views", type=int, default=d.feature_views)
     f.add_argument("--no-feature-cache", action="store_true", help="run the frozen backbone every epoch")
     f.add_argument("--dropout", type=float, default=d.head_dropout)
+    f.add_argument(
+        "--train-batchnorm", action="store_true", help="update BatchNorm statistics of unfrozen stages (default: fixed)"
+    )
     f.add_argument("--early-stopping", type=int, default=d.early_stopping_patience, help="patience in epochs; 0 = off")
     f.add_argument("--seed", type=int, default=d.seed)
     f.add_argument("--device", default=d.device, help="auto | cpu | cuda")
@@ -119,6 +122,7 @@ def _config_from_args(a: argparse.Namespace) -> Any:
         feature_views=a.feature_views,
         cache_features=not a.no_feature_cache,
         head_dropout=a.dropout,
+        freeze_batchnorm=not a.train_batchnorm,
         early_stopping_patience=a.early_stopping,
         seed=a.seed,
         device=a.device,

@@ -443,6 +443,7 @@ class _Run:
         c = self.config
         # Freeze / unfreeze, then a fresh optimizer for the new trainable set (fastai, timm).
         self.model.unfreeze_last(n_unfrozen)
+        self.model.freeze_batchnorm = c.freeze_batchnorm and phase == "finetune"
         optimizer = self._build_optimizer(phase)
         if opt_state is not None:
             optimizer.load_state_dict(opt_state)

@@ -23,6 +23,7 @@ class TransferModel(nn.Module):
         self.num_features = num_features
         self.num_classes = num_classes
         self.trainable_from = 0  # index of the first stage that trains
+        self.freeze_batchnorm = False  # also keep BatchNorm statistics of trainable stages fixed
 
     @property
     def num_stages(self) -> int:
@@ -48,6 +49,10 @@ class TransferModel(nn.Module):
         if mode:
             for stage in self.stages[: self.trainable_from]:
                 stage.eval()  # frozen BatchNorm statistics (and no dropout/drop-path)
+            if self.freeze_batchnorm:
+                for module in self.stages.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                        module.eval()  # statistics fixed; affine weights still train
         return self
 
     # ---- freezing ------------------------------------------------------------------------

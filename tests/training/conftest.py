@@ -79,4 +79,6 @@ def tiny_config(image_folder: Path, resnet20_checkpoint: Path) -> TrainConfig:
         device="cpu",
         num_workers=0,
         init_head_from_pretrained=False,
+        early_stopping_patience=0,
+        freeze_batchnorm=False,
     )
