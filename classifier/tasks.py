@@ -12,9 +12,25 @@ from classifier.services import runs as run_services
 log = logging.getLogger(__name__)
 
 
+def allow_child_processes() -> None:
+    """Let this pool process start children (the DataLoader's image-decoding workers).
+
+    Celery's prefork pool marks its processes daemonic, and multiprocessing refuses to start
+    children from a daemonic process. Each pool process runs one task and exits
+    (worker_max_tasks_per_child = 1), and the DataLoader joins its own workers, so nothing is
+    left behind.
+    """
+    import multiprocessing
+
+    process = multiprocessing.current_process()
+    if process.daemon:
+        process._config["daemon"] = False
+
+
 @shared_task(name="classifier.tasks.execute_run", bind=True, ignore_result=True, acks_late=True)
 def execute_run(self, run_id: int) -> str | None:
     """Train one run. Enqueued by services.runs.run_enqueue with time limits from its config."""
+    allow_child_processes()
     return run_services.run_execute(run_id=int(run_id), worker=self.request.hostname or "")
 
 

@@ -40,7 +40,7 @@ def backbone_field_choices() -> list[tuple[str, str]]:
     choices = []
     for info in runconfig.backbone_choices():
         state = _("weights available") if info.weights_available else _("weights missing")
-        choices.append((info.name, f"{info.title} · {info.input_size}px · {state}"))
+        choices.append((info.name, f"{info.title} · {state}"))
     return choices
 
 

@@ -101,7 +101,9 @@ def start_run(api, dataset, config) -> int:
 
 def test_a_small_run_succeeds_shows_up_is_promoted_and_classifies(workers, api, tiny_dataset, stanford_dogs_dir):
     worker = workers("e2e")
-    run_id = start_run(api, tiny_dataset, TINY_CONFIG)
+    # num_workers -1 (auto, the default): images are decoded by DataLoader processes started
+    # from inside Celery's (daemonic) pool process.
+    run_id = start_run(api, tiny_dataset, {**TINY_CONFIG, "num_workers": -1})
 
     def finished():
         body = api.get(f"/api/runs/{run_id}").json()
