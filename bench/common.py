@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -38,7 +40,7 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
 
 
 def dogs120(datasets: str) -> Path:
-    path = Path(datasets) / "stanford-dogs-120"
+    path = (Path(datasets) / "stanford-dogs-120").resolve()
     if not path.is_dir():
         sys.exit(f"error: {path} is missing (pass --datasets)")
     return path
@@ -48,6 +50,7 @@ def subset(datasets: str, classes: list[str] | None = None, per_class: int | Non
     """A temporary folder of symlinks to some classes (photos are never copied)."""
     src = dogs120(datasets)
     root = Path(tempfile.mkdtemp(prefix="breedlab-bench-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     for name in classes or sorted(p.name for p in src.iterdir() if p.is_dir()):
         if per_class is None:
             (root / name).symlink_to(src / name, target_is_directory=True)

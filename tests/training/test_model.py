@@ -54,3 +54,14 @@ def test_forward_from_a_stage_equals_the_full_forward():
     with torch.no_grad():
         mid = model.forward_stages(x, 0, 2)
         assert torch.allclose(model.forward_from(mid, 2), model(x), atol=1e-6)
+
+
+def test_freeze_batchnorm_keeps_statistics_of_unfrozen_stages_while_their_weights_train():
+    model = _model()
+    model.unfreeze_last(1)
+    model.freeze_batchnorm = True
+    model.train()
+    bn = model.stages[-1][0][0].bn1
+    before = bn.running_mean.clone()
+    model(torch.randn(8, 3, 32, 32))
+    assert torch.equal(bn.running_mean, before) and bn.weight.requires_grad

@@ -20,6 +20,7 @@ def four_breeds(stanford_dogs_dir, tmp_path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_a_small_real_finetune_learns_well_above_chance(four_breeds, tmp_path):
     config = TrainConfig(
         data_dir=str(four_breeds),
@@ -41,6 +42,7 @@ def test_a_small_real_finetune_learns_well_above_chance(four_breeds, tmp_path):
     assert report["n"] == 160 and report["top1"] >= 0.8
 
 
+@pytest.mark.slow
 def test_head_from_pretrained_rows_is_strong_before_the_first_epoch(four_breeds, tmp_path):
     config = TrainConfig(
         data_dir=str(four_breeds), val_fraction=0.25, head_epochs=1, finetune_epochs=0, augmentation="none",
