@@ -218,6 +218,12 @@ def remove_training_checkpoint(out_dir: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # Finished runs
 # ---------------------------------------------------------------------------------------------
+def remove_run_files(out_dir: Path) -> None:
+    """Delete a finished run's files (meta.json first, so the folder never looks complete but stale)."""
+    for name in (META_FILE, MODEL_FILE, HISTORY_FILE, VALIDATION_FILE):
+        (Path(out_dir) / name).unlink(missing_ok=True)
+
+
 def save_run(
     out_dir: Path,
     *,

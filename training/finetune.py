@@ -390,6 +390,7 @@ class _Run:
             self.step_counter = progress["step"]
         else:
             ckpt.remove_training_checkpoint(self.out_dir)
+            ckpt.remove_run_files(self.out_dir)  # a half-new folder must not look like a finished run
             self._save_checkpoint(0, 0, False, None)  # a run cancelled before its first epoch resumes from here
 
         plan = self._phase_plan()
