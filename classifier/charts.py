@@ -79,8 +79,8 @@ def curves_svg(epochs: Sequence[dict[str, Any]], *, labels: dict[str, str]) -> s
                         label=labels["train"] if split == "train" else labels["validation"])
             if switch is not None:
                 ax.axvline(switch - 0.5, color=SWITCH_COLOR, linestyle=":", linewidth=1.2)
-                ax.annotate(labels["unfreeze"], xy=(switch - 0.5, 1), xycoords=("data", "axes fraction"),
-                            xytext=(3, -10), textcoords="offset points", color=SWITCH_COLOR, fontsize=8)
+                ax.annotate(labels["unfreeze"], xy=(switch - 0.5, 0), xycoords=("data", "axes fraction"),
+                            xytext=(3, 4), textcoords="offset points", color=SWITCH_COLOR, fontsize=8)
             ax.set_title(title)
             ax.set_xlabel(labels["epoch"])
             if metric == "acc":
