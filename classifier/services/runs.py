@@ -29,6 +29,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from classifier import runconfig
 from classifier.models import Dataset, EpochMetric, TrainingRun
@@ -53,12 +54,13 @@ class RunError(Exception):
 def dataset_blocking_reason(dataset: Dataset) -> str | None:
     """Why a run cannot start on ``dataset`` (None when it can)."""
     if dataset.status != Dataset.Status.READY:
-        return f"Dataset {dataset} is not ready (status: {dataset.get_status_display()})."
+        return _("Dataset %(dataset)s is not ready (status: %(status)s).") % {
+            "dataset": dataset, "status": dataset.get_status_display()}
     if dataset.problems:
-        return f"Dataset {dataset} has problems: {'; '.join(dataset.problems)}"
+        return _("Dataset %(dataset)s has problems: %(problems)s") % {"dataset": dataset, "problems": "; ".join(dataset.problems)}
     split = dataset.split or {}
     if not split.get("train") or not split.get("val"):
-        return f"Dataset {dataset} has no train/validation split yet."
+        return _("Dataset %(dataset)s has no train/validation split yet.") % {"dataset": dataset}
     return None
 
 
@@ -123,7 +125,8 @@ def run_enqueue(*, run_id: int) -> None:
         TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
             status=Status.FAILED,
             finished_at=timezone.now(),
-            error=f"The task queue could not be reached ({type(exc).__name__}: {exc}); start the run again.",
+            error=_("The task queue could not be reached (%(error)s); start the run again.") % {
+                "error": f"{type(exc).__name__}: {exc}"},
             traceback=traceback.format_exc(),
         )
 
@@ -142,7 +145,7 @@ def run_cancel(*, run: TrainingRun) -> TrainingRun:
         log.info("run %s: cancel requested", run.pk)
     else:
         run.refresh_from_db()
-        raise RunError(f"Run #{run.pk} has already ended ({run.get_status_display()}).")
+        raise RunError(_("Run #%(id)s has already ended (%(status)s).") % {"id": run.pk, "status": run.get_status_display()})
     run.refresh_from_db()
     return run
 
@@ -277,11 +280,11 @@ def run_execute(*, run_id: int, worker: str = "") -> str | None:
                 result={"notes": notes})
         return Status.CANCELLED
     except SoftTimeLimitExceeded:
-        _finish(run_id, attempt, Status.FAILED, error="The run exceeded its time limit and was stopped.",
+        _finish(run_id, attempt, Status.FAILED, error=_("The run exceeded its time limit and was stopped."),
                 tb=traceback.format_exc(), progress_detail={"stage": "failed"}, result={"notes": notes})
         return Status.FAILED
     except NonFiniteLoss as exc:
-        _finish(run_id, attempt, Status.FAILED, error=f"Non-finite loss: {exc}", tb=traceback.format_exc(),
+        _finish(run_id, attempt, Status.FAILED, error=_("Non-finite loss: %(error)s") % {"error": exc}, tb=traceback.format_exc(),
                 progress_detail={"stage": "failed"}, result={"notes": notes})
         return Status.FAILED
     except Exception as exc:

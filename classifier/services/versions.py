@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from classifier.models import ModelVersion, TrainingRun
 from training.checkpoint import META_FILE, MODEL_FILE, read_json
@@ -64,7 +65,7 @@ def _announce(version_id: int, promoted_at) -> None:
 def model_promote(*, version: ModelVersion, user=None) -> ModelVersion:
     """Make ``version`` the one that serves, in one transaction."""
     if not model_files_present(version):
-        raise VersionError(f"The files of {version} are missing from the runs folder; it cannot serve.")
+        raise VersionError(_("The files of %(version)s are missing from the runs folder; it cannot serve.") % {"version": version})
     by = user if getattr(user, "is_authenticated", False) else None
     for attempt in range(3):
         try:
@@ -72,11 +73,11 @@ def model_promote(*, version: ModelVersion, user=None) -> ModelVersion:
                 now = timezone.now()
                 ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
                 ModelVersion.objects.filter(pk=version.pk).update(is_active=True, promoted_at=now, promoted_by=by)
-                transaction.on_commit(lambda: _announce(version.pk, now))
+                transaction.on_commit(lambda at=now: _announce(version.pk, at))
             break
         except IntegrityError:  # a concurrent promotion committed first: try again on top of it
             if attempt == 2:
-                raise VersionError("Another promotion is in progress; try again.") from None
+                raise VersionError(_("Another promotion is in progress; try again.")) from None
     version.refresh_from_db()
     log.info("model version %s promoted by %s", version.pk, by)
     return version
@@ -88,7 +89,7 @@ def model_rollback(*, user=None) -> ModelVersion:
         ModelVersion.objects.filter(is_active=False, promoted_at__isnull=False).order_by("-promoted_at", "-id").first()
     )
     if previous is None:
-        raise VersionError("No earlier version has served; there is nothing to roll back to.")
+        raise VersionError(_("No earlier version has served; there is nothing to roll back to."))
     return model_promote(version=previous, user=user)
 
 
@@ -121,17 +122,18 @@ def model_promote_if_better(*, version: ModelVersion) -> tuple[bool, str]:
     new_acc = version.val_acc or 0.0
     if active is None:
         model_promote(version=version)
-        return True, "No model was active."
+        return True, _("No model was active.")
     if active.pk == version.pk:
-        return True, "Already active."
+        return True, _("Already active.")
     if list(active.class_names) != list(version.class_names):
-        return False, f"Not promoted: {active} knows other classes, so the two cannot be compared."
+        return False, _("Not promoted: %(active)s knows other classes, so the two cannot be compared.") % {"active": active}
     if active.metrics.get("split_key") and active.metrics.get("split_key") == version.metrics.get("split_key"):
         old_acc = active.val_acc or 0.0
     else:
         report = read_json(Path(settings.RUNS_ROOT) / version.path / "validation.json")
         old_acc = _accuracy_on(active, root=Path(report["root"]), predictions=report["predictions"])
+    acc = {"new": f"{new_acc:.1%}", "old": f"{old_acc:.1%}", "active": active}
     if new_acc > old_acc:
         model_promote(version=version)
-        return True, f"Validation accuracy {new_acc:.1%} beats {active}'s {old_acc:.1%} on the same split."
-    return False, f"Not promoted: validation accuracy {new_acc:.1%} does not beat {active}'s {old_acc:.1%}."
+        return True, _("Validation accuracy %(new)s beats %(active)s's %(old)s on the same split.") % acc
+    return False, _("Not promoted: validation accuracy %(new)s does not beat %(active)s's %(old)s.") % acc

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.classifier.model_fixtures import *  # noqa: F401,F403  (a fine-tuned model, trained once per session)
+from tests.classifier.run_fixtures import *  # noqa: F401,F403  (a tiny real dataset, a recorded training queue)
 
 @pytest.fixture(autouse=True)
 def _isolated_storage(settings, tmp_path):

@@ -1,6 +1,6 @@
 """Fixtures for the training-run tests: a tiny real dataset, a tiny fast config, a recorded queue.
 
-Test modules import the fixtures they use (``from tests.classifier.run_fixtures import ...``).
+Imported by tests/classifier/conftest.py, so every test there can ask for them.
 """
 
 from __future__ import annotations

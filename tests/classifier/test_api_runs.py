@@ -7,7 +7,6 @@ from django.core.management import call_command
 from django.test import Client
 
 from classifier.models import EpochMetric, ModelVersion, TrainingRun
-from tests.classifier.run_fixtures import enqueued  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 SPLIT = {"train": ["a/1.jpg"], "val": ["a/2.jpg"]}

@@ -9,7 +9,6 @@ import pytest
 from django.test import Client
 
 from classifier.models import ModelVersion, TrainingRun
-from tests.classifier.run_fixtures import enqueued  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +29,7 @@ def targets(make_run, make_dataset, settings):
 def page_writes(t):
     run, version = t["run"], t["version"]
     return [
-        (f"/runs/new/", {"dataset": t["dataset"].pk}),
+        ("/runs/new/", {"dataset": t["dataset"].pk}),
         (f"/runs/{run.pk}/cancel/", {}),
         (f"/runs/{run.pk}/rerun/", {}),
         (f"/runs/{run.pk}/promote/", {}),

@@ -8,7 +8,6 @@ from django.core.management.base import CommandError
 
 from classifier.models import TrainingRun
 from classifier.services import runs as run_services
-from tests.classifier.run_fixtures import enqueued  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 SPLIT = {"train": ["a/1.jpg"], "val": ["a/2.jpg"]}

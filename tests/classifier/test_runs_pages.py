@@ -9,7 +9,6 @@ import pytest
 from django.test import Client
 
 from classifier.models import EpochMetric, ModelVersion, TrainingRun
-from tests.classifier.run_fixtures import enqueued  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 SPLIT = {"train": ["beagle/1.jpg", "pug/1.jpg"], "val": ["beagle/2.jpg", "pug/2.jpg", "pug/3.jpg"]}

@@ -12,7 +12,7 @@ from django.utils import timezone
 from classifier.models import EpochMetric, ModelVersion, TrainingRun
 from classifier.runconfig import RunConfigError
 from classifier.services import runs as run_services
-from tests.classifier.run_fixtures import TINY_CONFIG, enqueued, tiny_dataset, tiny_weights  # noqa: F401
+from tests.classifier.run_fixtures import TINY_CONFIG
 from training.errors import Cancelled, NonFiniteLoss
 
 pytestmark = pytest.mark.django_db
@@ -318,3 +318,17 @@ def test_a_starting_worker_reaps_the_runs_it_held_whatever_their_heartbeat(make_
     TrainingRun.objects.filter(pk=other.pk).update(worker="w2@host")
     assert run_services.run_reap_stale(lost_worker="w1@host") == [mine.pk]
     assert TrainingRun.objects.get(pk=other.pk).status == Status.RUNNING
+
+
+def test_the_soft_time_limit_fails_the_run_with_that_reason(make_dataset, monkeypatch):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    run = queued_run(make_dataset(split={"train": ["a"], "val": ["b"]}))
+
+    def fake_finetune(config, *, out_dir, reporter, resume):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(run_services, "finetune", fake_finetune)
+    assert run_services.run_execute(run_id=run.pk) == Status.FAILED
+    run.refresh_from_db()
+    assert run.error == "The run exceeded its time limit and was stopped." and "SoftTimeLimitExceeded" in run.traceback

@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from classifier.models import ModelVersion, TrainingRun
-from tests.classifier.run_fixtures import TINY_CONFIG, tiny_dataset, tiny_weights  # noqa: F401
+from tests.classifier.run_fixtures import TINY_CONFIG
 from tests.classifier.test_worker_integration import database_url_for_other_processes
 from tests.services import start_worker, stop_process
 

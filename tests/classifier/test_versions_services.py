@@ -104,3 +104,40 @@ def test_registering_a_run_twice_keeps_one_version(make_run, settings):
     first = version_services.model_register_from_run(run=run)
     assert version_services.model_register_from_run(run=run) == first
     assert first.val_acc == 0.75 and first.metrics["split_key"] and first.path == "run-x" and not first.is_active
+
+
+def test_promote_if_better_evaluates_the_active_model_on_the_new_runs_split(tiny_dataset, stanford_dogs_dir, settings):
+    """Same classes, another split: the active model is scored on the new run's validation photos."""
+    from PIL import Image
+
+    from classifier.services import runs as run_services
+    from tests.classifier.run_fixtures import TINY_BREEDS, TINY_CONFIG, make_dataset_row
+    from training.predict import Predictor
+
+    def train(dataset, **fields):
+        run = TrainingRun.objects.create(dataset=dataset, config=dict(TINY_CONFIG), **fields)
+        run.out_dir = f"run-{run.pk}"
+        run.save()
+        assert run_services.run_execute(run_id=run.pk) == TrainingRun.Status.SUCCEEDED
+        run.refresh_from_db()
+        return run
+
+    first = train(tiny_dataset)
+    active = version_services.model_promote(version=ModelVersion.objects.get(run=first))
+
+    other = Path(settings.DATASETS_ROOT) / "later" / "v1"  # other photos of the same breeds
+    for breed in TINY_BREEDS:
+        (other / breed).mkdir(parents=True)
+        for photo in sorted((stanford_dogs_dir / breed).iterdir())[10:20]:
+            (other / breed / photo.name).write_bytes(photo.read_bytes())
+    second = train(make_dataset_row(other, "later/v1", name="later"), promote_when_done=True)
+
+    predictor = Predictor.from_dir(Path(settings.RUNS_ROOT) / active.path)
+    val = second.dataset.split["val"]
+    answers = predictor.predict([Image.open(other / rel).convert("RGB") for rel in val], top_k=1)
+    expected = sum(a[0][0] == rel.split("/")[0] for a, rel in zip(answers, val)) / len(val)
+    promotion = second.result["promotion"]
+    assert f"{expected:.1%}" in promotion["reason"] and active.name in promotion["reason"]
+    new_acc = ModelVersion.objects.get(run=second).val_acc
+    assert promotion["promoted"] is (new_acc > expected)
+    assert ModelVersion.objects.get(is_active=True).run_id == (second.pk if new_acc > expected else first.pk)
