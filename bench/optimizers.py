@@ -25,7 +25,7 @@ def main() -> None:
         runs[name] = r
         m = r["metrics"]
         head_lr, ft_lr = recipe_lrs(name)
-        best = max(r["history"], key=lambda h: h["val_acc"])
+        best = m["best_epoch"]  # lowest validation loss: the weights early stopping restored
         head_end = [h for h in r["history"] if h["phase"] == "head"][-1]
         rows.append([name, f"{head_lr:g} / {ft_lr:g}", m.get("initial_val_acc", "-"), head_end["val_acc"], m["val_acc"],
                      m["val_loss"], f"{best['phase']} {best['epoch']}", r["wall_s"]])
@@ -37,7 +37,7 @@ def main() -> None:
         f"({info['cpu_count']} CPU cores, GPU: {info['gpu'] or 'none'}; shared machine, noisy times).",
         "",
         table(["optimizer", "head lr / fine-tune lr", "top-1 before training", "top-1 after head phase",
-               "final val top-1", "final val loss", "best epoch", "wall s"], rows),
+               "final val top-1", "final val loss", "restored epoch (lowest val loss)", "wall s"], rows),
     ])
     write_results("optimizers", {"machine": info, "runs": runs}, md)
 

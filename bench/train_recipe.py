@@ -57,22 +57,26 @@ def main() -> None:
         "backbone", "head_epochs", "finetune_epochs", "unfreeze_blocks", "optimizer", "head_lr", "finetune_lr",
         "backbone_lr_mult", "schedule", "label_smoothing", "batch_size", "augmentation", "init_head_from_pretrained"))
     info = machine()
+    flags = (f" --only {args.only}" if args.only else "") + (
+        f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0] else ""
+    )
+    section = "train_recipe" + flags.replace(" --", "-").replace(" ", "_")
     md = "\n".join([
-        "## Default recipe: accuracy and wall time",
+        "## Default recipe: accuracy and wall time" + (f" ({flags.strip()})" if flags else ""),
         "",
-        f"Command: `.venv/bin/python bench/train_recipe.py --datasets ../shared/datasets` "
+        f"Command: `.venv/bin/python bench/train_recipe.py --datasets ../shared/datasets{flags}` "
         f"(machine: {info['cpu_count']} CPU cores, GPU: {info['gpu'] or 'none'}, load average at start "
         f"{info['load_average_at_start']}; other jobs shared the machine, so times are noisy).",
         "",
         f"Recipe (the `TrainConfig` defaults): {recipe}.",
         "",
         table(["data", "seed", "train imgs", "val imgs", "val top-1", "val top-5", "top-1 before training",
-               "wall s", "decode+features s", "budget s", "target top-1", "met"], rows),
+               "wall s", "feature pass s", "budget s", "target top-1", "met"], rows),
         "",
         "Validation = a seeded stratified 20% of the photos, never used for training. "
         "Stanford Dogs photos come from ImageNet, so ImageNet-pretrained numbers are optimistic.",
     ])
-    write_results("train_recipe", {"machine": info, "runs": runs}, md)
+    write_results(section, {"machine": info, "runs": runs}, md)
 
 
 if __name__ == "__main__":
