@@ -9,14 +9,19 @@ class DatasetAdmin(admin.ModelAdmin):
     list_display = ("name", "version", "status", "class_count", "image_count", "created_by", "created_at")
     list_filter = ("status", "created_at")
     search_fields = ("name", "description")
-    readonly_fields = ("created_at", "report", "split")
+    # A dataset's files, classes and split are never changed in place (changes make a new
+    # version), so only its description can be edited here.
+    readonly_fields = (
+        "name", "version", "parent", "path", "status", "classes", "image_count", "report", "split", "error",
+        "created_by", "created_at",
+    )
+    actions = ["start_training_run"]
 
     def add_view(self, request, form_url="", extra_context=None):
         """Datasets come in as archives (checked, extracted, reported): "Add" opens the upload page."""
         from django.shortcuts import redirect
 
         return redirect("classifier:dataset_create")
-    actions = ["start_training_run"]
 
     @admin.display(description=_("classes"))
     def class_count(self, obj: Dataset) -> int:

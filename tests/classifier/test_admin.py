@@ -34,3 +34,15 @@ def test_ensure_admin_creates_one_account_once(monkeypatch, django_user_model):
     call_command("ensure_admin", stdout=out)
     assert "exists already" in out.getvalue()
     assert django_user_model.objects.filter(is_superuser=True).count() == 1
+
+
+def test_the_admin_cannot_change_a_datasets_files_classes_or_split(staff_client, make_dataset):
+    dataset = make_dataset(description="old")
+    response = staff_client.post(
+        f"/admin/classifier/dataset/{dataset.pk}/change/",
+        {"description": "new", "path": "../../etc", "classes": '["x"]', "status": "failed"},
+    )
+    assert response.status_code == 302
+    dataset.refresh_from_db()
+    assert dataset.description == "new"
+    assert dataset.path == "dogs/v1" and dataset.classes == ["beagle", "pug"] and dataset.status == "ready"
