@@ -32,7 +32,7 @@ check-deploy: $(STAMP)
 		ALLOWED_HOSTS=breedlab.example.org $(PY) manage.py check --deploy --fail-level WARNING
 
 messages: $(STAMP)
-	DEBUG=1 $(PY) manage.py makemessages -l ru --ignore=.venv --ignore=var
+	DEBUG=1 $(PY) manage.py makemessages -l ru --ignore=.venv --ignore=var --ignore=tests --ignore=training --ignore=bench --ignore=.gpu
 	DEBUG=1 $(PY) manage.py compilemessages --ignore=.venv
 
 clean:
