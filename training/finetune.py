@@ -48,7 +48,7 @@ from training.data import (
 )
 from training.engine import classification_report, evaluate, train_one_epoch
 from training.errors import Cancelled, ConfigError, DataError, TrainingError
-from training.model import TransferModel, param_groups
+from training.model import param_groups
 from training.reporting import NullReporter, Reporter
 
 PHASES = ("head", "finetune")
