@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -186,7 +187,13 @@ def _collate_list(batch: list) -> list:
 
 
 def resolve_workers(num_workers: int) -> int:
-    """-1 = auto: one worker per core, at most 8 (0 = decode in this process)."""
+    """-1 = auto: one worker per core, at most 8 (0 = decode in this process).
+
+    A daemonic process (a multiprocessing pool worker, e.g. Celery's prefork pool) cannot start
+    child processes, so there it is always 0.
+    """
+    if multiprocessing.current_process().daemon:
+        return 0
     if num_workers >= 0:
         return num_workers
     return max(0, min(8, (os.cpu_count() or 1)))

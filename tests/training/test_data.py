@@ -11,6 +11,7 @@ from training.data import (
     EvalTransform,
     TrainTransform,
     decode_images,
+    resolve_workers,
     scan_image_folder,
     stratified_split,
     train_transform,
@@ -114,3 +115,14 @@ def test_augmentation_presets_are_keyword_only_classes():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train_transform("light", size=32, mean=(0,) * 3, std=(1,) * 3)
+
+
+def test_worker_count_is_zero_inside_a_daemonic_process(monkeypatch):
+    import multiprocessing
+
+    class Daemon:
+        daemon = True
+
+    assert resolve_workers(-1) >= 1
+    monkeypatch.setattr(multiprocessing, "current_process", lambda: Daemon())
+    assert resolve_workers(-1) == 0 and resolve_workers(4) == 0
