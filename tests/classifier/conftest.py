@@ -8,6 +8,16 @@ from tests.classifier.model_fixtures import *  # noqa: F401,F403  (a fine-tuned 
 from tests.classifier.run_fixtures import *  # noqa: F401,F403  (a tiny real dataset, a recorded training queue)
 
 @pytest.fixture(autouse=True)
+def _english_by_default():
+    """A request in Russian leaves Russian active in the thread; each test starts in English."""
+    from django.utils import translation
+
+    translation.activate("en")
+    yield
+    translation.deactivate()
+
+
+@pytest.fixture(autouse=True)
 def _isolated_storage(settings, tmp_path):
     """Every test writes media, datasets and runs into its own temporary folders."""
     settings.MEDIA_ROOT = tmp_path / "media"
