@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from classifier import runconfig
@@ -12,6 +13,9 @@ from classifier.models import Dataset
 from classifier.services.runs import dataset_blocking_reason
 from training.config import AUGMENTATIONS, SCHEDULES
 from training.optim import OPTIMIZERS
+
+# Optimizer titles as the page shows them (training/ never imports Django, so it keeps English).
+OPTIMIZER_TITLES = {"momentum": _("SGD with momentum"), "adamw": _("AdamW (decoupled weight decay)")}
 
 # Form field -> run configuration key, in the order the form shows them.
 CONFIG_FIELDS = (
@@ -57,7 +61,10 @@ class RunForm(forms.Form):
     backbone = forms.ChoiceField(label=_("Backbone"), help_text=_("The pretrained network to start from."))
     optimizer = forms.ChoiceField(
         label=_("Optimizer"),
-        choices=[(name, f"{spec.title} — {spec.formula}") for name, spec in OPTIMIZERS.items()],
+        choices=[
+            (name, format_lazy("{} — {}", OPTIMIZER_TITLES.get(name, spec.title), spec.formula))
+            for name, spec in OPTIMIZERS.items()
+        ],
         help_text=_("Choosing one fills in the recipe's learning rates for it, unless you typed your own."),
     )
     head_epochs = forms.IntegerField(label=_("Head epochs (backbone frozen)"), min_value=0, max_value=1000)
