@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import mimetypes
-from functools import wraps
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
@@ -20,6 +18,7 @@ from classifier import selectors
 from classifier.forms.datasets import ArchiveSizeLimit, DatasetUploadForm
 from classifier.models import Dataset
 from classifier.services import datasets as dataset_services
+from classifier.views.access import staff_required
 
 THUMBNAILS_PER_PAGE = 24
 # Cached derived files of a dataset never change (a dataset is never changed in place).
@@ -36,24 +35,13 @@ IMAGE_TYPES = {
 }
 
 
-def staff_required(view):
-    """Anonymous visitors go to the login page; signed-in users who are not staff get 403."""
 
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
-        if not request.user.is_staff:
-            raise PermissionDenied
-        return view(request, *args, **kwargs)
-
-    return wrapped
-
-
+@require_GET
 def dataset_list(request: HttpRequest) -> HttpResponse:
     return render(request, "classifier/dataset_list.html", {"datasets": selectors.dataset_list()})
 
 
+@require_GET
 def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
     dataset = get_object_or_404(Dataset.objects.select_related("created_by", "parent"), pk=pk)
     files = selectors.dataset_files_by_class(dataset)
