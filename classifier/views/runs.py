@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from functools import wraps
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -23,24 +20,12 @@ from classifier.models import Dataset, TrainingRun
 from classifier.runconfig import RunConfigError
 from classifier.services import runs as run_services
 from classifier.services import versions as version_services
+from classifier.views.access import staff_required
 
 RUNS_PER_PAGE = 25
 GALLERY_LIMIT = 48
 POLL_SECONDS = 2
 
-
-def staff_required(view):
-    """Anonymous visitors go to the login page; signed-in users who are not staff get 403."""
-
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
-        if not request.user.is_staff:
-            raise PermissionDenied
-        return view(request, *args, **kwargs)
-
-    return wrapped
 
 
 def chart_labels() -> dict[str, str]:

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 from classifier import selectors
 from classifier.models import ModelVersion
 from classifier.services import versions as version_services
-from classifier.views.runs import staff_required
+from classifier.views.access import staff_required
 
 
 @require_GET

@@ -7,6 +7,7 @@ import pytest
 from tests.classifier.model_fixtures import *  # noqa: F401,F403  (a fine-tuned model, trained once per session)
 from tests.classifier.run_fixtures import *  # noqa: F401,F403  (a tiny real dataset, a recorded training queue)
 
+
 @pytest.fixture(autouse=True)
 def _english_by_default():
     """A request in Russian leaves Russian active in the thread; each test starts in English."""
