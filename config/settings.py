@@ -208,7 +208,10 @@ CSRF_COOKIE_SECURE = HTTPS
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", HTTPS)
-if env_bool("BEHIND_PROXY", False):
+# Behind a reverse proxy: trust its X-Forwarded-Proto, and take the client address (rate limits)
+# from the last hop it appended to X-Forwarded-For.
+BREEDLAB_BEHIND_PROXY = env_bool("BEHIND_PROXY", False)
+if BREEDLAB_BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -238,8 +241,6 @@ BREEDLAB_MAX_BATCH_IMAGES = env_int("BREEDLAB_MAX_BATCH_IMAGES", 16, minimum=1, 
 BREEDLAB_RATE_LIMIT = env_str("BREEDLAB_RATE_LIMIT", "60/m").strip().lower()
 if BREEDLAB_RATE_LIMIT != "off" and not re.fullmatch(r"[1-9]\d*/[smhd]", BREEDLAB_RATE_LIMIT):
     raise ImproperlyConfigured(f"BREEDLAB_RATE_LIMIT={BREEDLAB_RATE_LIMIT!r} must look like 60/m (per s, m, h or d) or be off.")
-# Behind a reverse proxy, the client is the last address the proxy appended to X-Forwarded-For.
-BREEDLAB_BEHIND_PROXY = env_bool("BEHIND_PROXY", False)
 
 LOGGING = {
     "version": 1,
