@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint check-deploy messages bench clean
+.PHONY: install run test test-fast e2e-deps lint check-deploy messages bench clean
 
 install: $(STAMP)
 
@@ -17,8 +17,15 @@ $(STAMP): requirements.txt
 run: $(STAMP)
 	$(PY) scripts/run.py
 
-test: $(STAMP)
+test: $(STAMP) e2e-deps
 	$(PY) -m pytest
+
+# The browser journeys (tests/e2e) drive Debian's chromium through Playwright (never a browser
+# download). Installed when missing and this is a root shell with apt; otherwise they are skipped.
+e2e-deps:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| echo "chromium is missing and could not be installed here: the browser journeys (tests/e2e) will be skipped"
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
