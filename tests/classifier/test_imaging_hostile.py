@@ -149,7 +149,6 @@ def hostile_corpus(folder: Path) -> dict[str, str]:
     return expect
 
 
-@pytest.mark.slow
 def test_hostile_files_never_get_past_the_validation_error_or_the_memory_limit(tmp_path):
     corpus = tmp_path / "hostile"
     corpus.mkdir()
