@@ -211,13 +211,16 @@ def stack(playwright_browser, tmp_path_factory):
             assert proc.poll() is None, f"the launcher exited:\n{stack.log_tail()}"
             try:
                 status, body = _get(f"{stack.base}/api/health")
-                if status == 200 and json.loads(body)["worker"]["status"] == "ok":
+                health = json.loads(body)
+                if status == 200 and health["worker"]["status"] == "ok":
                     break
             except (OSError, ValueError, KeyError):
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"the stack did not become healthy in 180 s:\n{stack.log_tail()}")
             time.sleep(1)
+        expected_database = "postgresql" if database_url else "sqlite"
+        assert health["database"]["detail"] == expected_database, health
         stack.token = stack.manage("create_api_token", STAFF_USER).strip().splitlines()[-1]
         yield stack
     finally:
