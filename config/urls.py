@@ -8,5 +8,6 @@ urlpatterns = [
     path("", include("classifier.urls")),
 ]
 
+handler400 = "classifier.views.errors.bad_request"
 handler404 = "classifier.views.errors.not_found"
 handler500 = "classifier.views.errors.server_error"

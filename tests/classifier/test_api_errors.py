@@ -29,3 +29,10 @@ def test_validation_errors_name_the_field():
     response = _handle(ValidationError({"top_k": ["must be between 1 and 20"]}))
     assert response.status_code == 400
     assert response.data["error"] == "top_k: must be between 1 and 20"
+
+
+def test_an_oversized_api_body_answers_json(staff_client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = staff_client.post("/api/runs", data='{"x": "' + "a" * 5000 + '"}', content_type="application/json")
+    assert response.status_code in (400, 413)
+    assert set(response.json()) == {"error"}
