@@ -226,6 +226,8 @@ BREEDLAB_HEARTBEAT_TIMEOUT = env_int("BREEDLAB_HEARTBEAT_TIMEOUT", 120, minimum=
 # A run whose worker was lost is re-queued to resume from its last epoch until it has been
 # started this many times; then it fails ("worker lost").
 BREEDLAB_MAX_RUN_ATTEMPTS = env_int("BREEDLAB_MAX_RUN_ATTEMPTS", 2, minimum=1)
+# Dataset photos (thumbnails, confusion-matrix cells) for everyone, or for staff only.
+BREEDLAB_PUBLIC_DATASET_IMAGES = env_bool("BREEDLAB_PUBLIC_DATASET_IMAGES", True)
 BREEDLAB_HEALTH_TIMEOUT = env_float("BREEDLAB_HEALTH_TIMEOUT", 1.0, minimum=0.05, maximum=30)
 
 # Serving (classifier/inference.py). Threads per inference call: gunicorn runs WEB_CONCURRENCY

@@ -200,7 +200,7 @@ def dataset_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _images_visible(request: HttpRequest) -> bool:
-    return getattr(settings, "BREEDLAB_PUBLIC_DATASET_IMAGES", True) or request.user.is_staff
+    return settings.BREEDLAB_PUBLIC_DATASET_IMAGES or request.user.is_staff
 
 
 def _whitelisted(request: HttpRequest, pk: int, relpath: str) -> tuple[Dataset, object]:
