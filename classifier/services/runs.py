@@ -310,7 +310,9 @@ def _succeed(run_id: int, attempt: int, result, *, config: dict[str, Any], notes
     }
     with transaction.atomic():
         if not _finish(
-            run_id, attempt, Status.SUCCEEDED, progress=1.0, best_val_acc=float(metrics.get("best_val_acc") or 0.0),
+            # The accuracy of the weights the run keeps (early stopping may restore an epoch other
+            # than the one with the highest accuracy), so the list shows what the model serves.
+            run_id, attempt, Status.SUCCEEDED, progress=1.0, best_val_acc=float(metrics.get("val_acc") or 0.0),
             result=outcome, config=config, progress_detail={"stage": "done"},
         ):
             return None

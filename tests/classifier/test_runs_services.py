@@ -123,6 +123,8 @@ def test_a_run_trains_writes_its_epochs_registers_a_model_and_promotes_when_aske
     assert list(run.epochs.values_list("phase", "epoch")) == [("head", 1), ("finetune", 1)]
     assert 0.0 <= run.best_val_acc <= 1.0
     out = Path(settings.RUNS_ROOT) / run.out_dir
+    # the list shows the accuracy of the weights the run kept, the ones its model version serves
+    assert run.best_val_acc == json.loads((out / "meta.json").read_text())["metrics"]["val_acc"]
     assert json.loads((out / "split.json").read_text()) == tiny_dataset.split  # the dataset's own split
     validation = json.loads((out / "validation.json").read_text())
     assert sorted(p["path"] for p in validation["predictions"]) == sorted(tiny_dataset.split["val"])
