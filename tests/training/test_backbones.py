@@ -53,11 +53,13 @@ def test_imagenet_dog_indices_are_the_118_dog_classes():
     assert len(dogs) == 118 and min(dogs) == 151 and max(dogs) == 268
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
-def test_every_backbone_splits_into_stages_that_reproduce_the_original_network(name):
+# lite1/lite2 and mobilenet_v3_large are built and split by the same code as a cheaper sibling.
+_SPLIT_CHECKED = sorted(set(BACKBONES) - {"efficientnet_lite1", "efficientnet_lite2", "mobilenet_v3_large"})
+
+
+@pytest.mark.parametrize("name", _SPLIT_CHECKED)
+def test_backbone_splits_into_stages_that_reproduce_the_original_network(name):
     backbone = get_backbone(name)
-    if name in ("efficientnet_lite1", "efficientnet_lite2", "mobilenet_v3_large"):
-        pytest.skip("same construction as a cheaper sibling")
     net = backbone.build(pretrained=False)
     parts = backbone.split(net)
     model, _ = backbone.transfer_model(3, pretrained=False)
