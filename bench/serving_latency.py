@@ -9,6 +9,8 @@ Rows (p50 / p95 in ms, per thread count):
   serving forward          classifier.serving's graph (shared stages once, ONNX Runtime)
   serving int8 (--int8)    the same graph statically quantised to int8 (QDQ, per channel)
   decode+forward           upload bytes -> classifier.imaging -> preprocessing -> serving forward
+  12 MP photo rows         the same photo upscaled to 4032x3024 (a phone photo): decode+forward as
+                           served (libjpeg decodes at 1/4 scale) and with a full-size decode instead
   HTTP round trip (--url)  POST /api/predict with the photo, measured by a client on this machine
 
 Without --run-dir a 4-breed head-only model is fine-tuned once into bench/out/run-dogs4.
@@ -100,6 +102,34 @@ def int8_session(model, photos: list[Path], threads: int):
     return ort.InferenceSession(str(dst), options, providers=["CPUExecutionProvider"]), np
 
 
+def phone_jpeg(data: bytes) -> bytes:
+    """The photo upscaled to a phone camera's 4032x3024, as a quality-92 JPEG (about 1 MB)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        big = img.convert("RGB").resize((4032, 3024), Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    big.save(out, format="JPEG", quality=92)
+    return out.getvalue()
+
+
+def full_size_preprocess(model, data: bytes):
+    """What serving did before reduced-scale decoding: decode every pixel, orient, resize, crop."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    from training.data import decode_image
+
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        p = model.preprocessing
+        return torch.stack([model._transform(decode_image(img.convert("RGB"), p.resize_size, p.interpolation))])
+
+
 def measure(threads: int, args, run_dir: Path, photo: Path, data: bytes) -> dict:
     import numpy as np
     import torch
@@ -120,6 +150,11 @@ def measure(threads: int, args, run_dir: Path, photo: Path, data: bytes) -> dict
         rows["eager torch, both heads"] = timed(lambda: model.net(xc), args.repeats)
     rows["serving forward"] = timed(lambda: model.forward(x), args.repeats)
     rows["decode+forward"] = timed(lambda: model.forward(model.preprocess([decode_bytes(data, name=photo.name)[0]])), args.repeats)
+    big = phone_jpeg(data)
+    rows["decode+forward, 12 MP photo"] = timed(lambda: model.classify([decode_bytes(big)[0]]), max(10, args.repeats // 10), 3)
+    rows["decode+forward, 12 MP photo, full-size decode"] = timed(
+        lambda: model.forward(full_size_preprocess(model, big)), max(10, args.repeats // 10), 3
+    )
     eager, fast = model.eager_forward(x), model.forward(x)
     rows["serving forward"]["max_abs_diff_vs_eager"] = float(np.abs(eager.fine - fast.fine).max())
     if args.int8:
@@ -146,6 +181,13 @@ def measure(threads: int, args, run_dir: Path, photo: Path, data: bytes) -> dict
                 raise RuntimeError(f"POST /api/predict answered {status}: {body[:200]!r}")
 
         rows["HTTP round trip"] = timed(post, min(args.repeats, 100), warmup=5)
+
+        def post_big() -> None:
+            status, body = client.predict("phone.jpg", big)
+            if status != 200:
+                raise RuntimeError(f"POST /api/predict answered {status}: {body[:200]!r}")
+
+        rows["HTTP round trip, 12 MP photo"] = timed(post_big, max(10, args.repeats // 10), warmup=3)
     return rows
 
 

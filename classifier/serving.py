@@ -134,9 +134,11 @@ class ServingModel:
 
     # ---- forward -------------------------------------------------------------------------
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """The training pipeline's evaluation view: shorter side to resize_size, centre crop, normalise."""
+        """The training pipeline's evaluation view: shorter side to resize_size, centre crop, normalise.
+
+        ``images`` come from ``classifier.imaging``: RGB with the EXIF orientation already applied."""
         p = self.preprocessing
-        return torch.stack([self._transform(decode_image(img, p.resize_size, p.interpolation)) for img in images])
+        return torch.stack([self._transform(decode_image(img, p.resize_size, p.interpolation, orient=False)) for img in images])
 
     def forward(self, batch: torch.Tensor) -> Outputs:
         if self.session is not None:

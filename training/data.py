@@ -155,9 +155,13 @@ def resize_size_for(image_size: int, crop_pct: float) -> int:
     return int(math.floor(image_size / crop_pct + 1e-6))
 
 
-def decode_image(image: Image.Image, resize_size: int, interpolation: str = "bicubic") -> torch.Tensor:
-    """PIL image -> uint8 CHW tensor, RGB, EXIF-rotated, shorter side == ``resize_size``."""
-    image = ImageOps.exif_transpose(image)
+def decode_image(
+    image: Image.Image, resize_size: int, interpolation: str = "bicubic", *, orient: bool = True
+) -> torch.Tensor:
+    """PIL image -> uint8 CHW tensor, RGB, EXIF-rotated (unless ``orient`` is False: already done),
+    shorter side == ``resize_size``."""
+    if orient:
+        image = ImageOps.exif_transpose(image)
     if image.mode != "RGB":
         image = image.convert("RGB")
     image = TF.resize(image, resize_size, interpolation=_INTERPOLATIONS[interpolation], antialias=True)

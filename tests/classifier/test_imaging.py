@@ -55,6 +55,23 @@ def test_it_puts_transparent_pixels_on_white():
     assert decoded.image.getpixel((5, 5)) == (255, 255, 255)
 
 
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_keeping_enough_pixels_and_its_orientation():
+    img = gradient(2400, 1600)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    decoded = open_upload(upload(encode(img, "JPEG", exif=exif.tobytes(), quality=95)))
+    # 1/2 scale (800 px) is the smallest that keeps the shorter side at least DECODE_MIN_SIDE (1/4: 400).
+    assert decoded.image.size == (800, 1200)
+    assert imaging.DECODE_MIN_SIDE <= min(decoded.image.size) < 2 * imaging.DECODE_MIN_SIDE
+    by_hand = img.transpose(Image.Transpose.ROTATE_270).resize((800, 1200), Image.Resampling.BOX)
+    assert np.abs(np.asarray(decoded.image, dtype=int) - np.asarray(by_hand, dtype=int)).mean() < 4
+
+
+def test_a_large_png_is_decoded_at_full_size():
+    decoded = open_upload(upload(encode(gradient(1200, 1100), "PNG"), "big.png"))
+    assert decoded.image.size == (1200, 1100)
+
+
 def test_it_spreads_16_bit_greyscale_over_the_8_bit_range():
     arr = np.linspace(1000, 3000, 64 * 48).reshape(48, 64).astype(np.uint16)
     decoded = open_upload(upload(encode(Image.fromarray(arr), "PNG"), "deep.png"))
