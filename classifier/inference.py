@@ -10,6 +10,8 @@
    version swaps back without reloading.
 4. The pretrained "base" model (for answers while no fine-tuned model is active) is loaded
    once per process and backbone.
+5. ``warm_up`` loads and runs what will serve before the first request needs it;
+   ``classifier.warmup`` calls it in a background thread in every web process.
 """
 
 from __future__ import annotations
@@ -178,6 +180,34 @@ def _fallback(current: Loaded | None, reason: str) -> Loaded:
     if current is None:
         raise ModelUnavailable(f"The active model cannot be loaded ({reason}).")
     return current
+
+
+def warm_up() -> str:
+    """Load the model that will answer the first request: the active version, or the pretrained
+    model while none is active. Never raises (a web process must start regardless); returns what
+    it did, for the log."""
+    from django.db import connection
+
+    started = time.monotonic()
+    try:
+        try:
+            loaded = get_active()
+            model, what = loaded.model, f"model version {loaded.version_id} ({loaded.name})"
+        except ModelUnavailable as exc:
+            model, what = get_base(), f"the pretrained {settings.BREEDLAB_BASE_BACKBONE} ({exc})"
+        # One throw-away answer: ONNX Runtime sets itself up on its first run (0.35 s here).
+        from PIL import Image
+
+        model.classify([Image.new("RGB", (320, 240), (127, 127, 127))])
+        message = f"warmed up {what} in {time.monotonic() - started:.1f} s"
+        log.info(message)
+        return message
+    except Exception as exc:  # noqa: BLE001 - the first request will try again and report it
+        log.warning("warm-up failed (the first request will load the model): %s: %s", type(exc).__name__, exc)
+        return f"warm-up failed: {exc}"
+    finally:
+        if threading.current_thread() is not threading.main_thread():
+            connection.close()  # this thread's own connection: nobody else would close it
 
 
 def get_base(backbone: str | None = None) -> ServingModel:

@@ -240,6 +240,8 @@ if BREEDLAB_INFERENCE_ENGINE not in ("onnxruntime", "torch"):
 BREEDLAB_SERVING_CACHE_DIR = env_path("BREEDLAB_SERVING_CACHE_DIR", VAR_DIR / "cache" / "serving", base=BASE_DIR)
 # The pretrained network that answers "before" (and alone, while no fine-tuned model is active).
 BREEDLAB_BASE_BACKBONE = env_str("BREEDLAB_BASE_BACKBONE", "efficientnet_lite0")
+# Web processes load the serving model in the background as they start (config/wsgi.py).
+BREEDLAB_WARM_UP = env_bool("BREEDLAB_WARM_UP", True)
 BREEDLAB_MAX_BATCH_IMAGES = env_int("BREEDLAB_MAX_BATCH_IMAGES", 16, minimum=1, maximum=256)
 # Prediction requests per client: "<n>/<s|m|h|d>", or "off".
 BREEDLAB_RATE_LIMIT = env_str("BREEDLAB_RATE_LIMIT", "60/m").strip().lower()

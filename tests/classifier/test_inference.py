@@ -115,6 +115,60 @@ def test_with_no_active_version_it_says_so(db):
         inference.get_active()
 
 
+def test_warm_up_loads_the_active_version_before_any_request(finetuned_run, register_version, monkeypatch):
+    version = register_version(finetuned_run, name="warm")
+    assert inference._state.current is None
+    assert inference.warm_up().startswith(f"warmed up model version {version.pk} (warm) in ")
+    assert inference._state.current.version_id == version.pk
+    monkeypatch.setattr(inference, "_load", lambda key: pytest.fail("the first request must not load again"))
+    assert inference.get_active().version_id == version.pk
+
+
+def test_warm_up_loads_the_pretrained_model_while_none_is_active(db, monkeypatch):
+    class Base:
+        answered = []
+
+        def classify(self, images):
+            self.answered.extend(images)
+
+    monkeypatch.setattr(inference, "get_base", lambda backbone=None: Base())
+    assert "the pretrained efficientnet_lite0 (No fine-tuned model is active yet.)" in inference.warm_up()
+    assert len(Base.answered) == 1  # it also ran once, so the first request finds it ready
+
+
+def test_a_failed_warm_up_is_logged_and_never_raises(db, monkeypatch, caplog):
+    def broken():
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(inference, "get_active", broken)
+    with caplog.at_level(logging.WARNING, logger="classifier.inference"):
+        assert inference.warm_up() == "warm-up failed: disk on fire"
+    assert "the first request will load the model" in caplog.text
+
+
+def test_the_background_warm_up_imports_the_views_and_loads_the_model_only_when_enabled(db, settings, monkeypatch):
+    import django.urls
+
+    from classifier import warmup
+
+    calls = []
+
+    class Resolver:
+        @property
+        def url_patterns(self):  # what imports every view module
+            calls.append("views")
+            return []
+
+    monkeypatch.setattr(django.urls, "get_resolver", lambda: Resolver())
+    monkeypatch.setattr(inference, "warm_up", lambda: calls.append("model") or "warmed up")
+    settings.BREEDLAB_WARM_UP = False
+    assert warmup.start() is None
+    settings.BREEDLAB_WARM_UP = True
+    thread = warmup.start()
+    thread.join(30)
+    assert calls == ["views", "model"] and thread.daemon and not thread.is_alive()
+
+
 def test_a_version_folder_outside_the_runs_root_is_refused(settings):
     with pytest.raises(ValueError):
         inference.run_dir_for("../../etc")
