@@ -7,6 +7,7 @@ import logging
 from celery import shared_task
 from celery.signals import worker_ready
 
+from classifier.services import datasets as dataset_services
 from classifier.services import runs as run_services
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,12 @@ def execute_run(self, run_id: int) -> str | None:
 def reap_stale_runs() -> list[int]:
     """Periodic (beat): re-queue or fail runs whose worker stopped sending heartbeats."""
     return run_services.run_reap_stale()
+
+
+@shared_task(name="classifier.tasks.reap_interrupted_imports", ignore_result=True, expires=500)
+def reap_interrupted_imports() -> list[int]:
+    """Periodic (beat): fail dataset imports whose web process stopped before finishing them."""
+    return dataset_services.dataset_reap_interrupted()
 
 
 @worker_ready.connect

@@ -225,6 +225,9 @@ BREEDLAB_HEARTBEAT_TIMEOUT = env_int("BREEDLAB_HEARTBEAT_TIMEOUT", 120, minimum=
 # A run whose worker was lost is re-queued to resume from its last epoch until it has been
 # started this many times; then it fails ("worker lost").
 BREEDLAB_MAX_RUN_ATTEMPTS = env_int("BREEDLAB_MAX_RUN_ATTEMPTS", 2, minimum=1)
+# An archive import still "importing" after this many seconds was interrupted (its web process
+# stopped mid-import): the periodic reaper marks it failed and removes its partial folder.
+BREEDLAB_IMPORT_TIMEOUT = env_int("BREEDLAB_IMPORT_TIMEOUT", 7200, minimum=60)
 # Dataset photos (thumbnails, confusion-matrix cells) for everyone, or for staff only.
 BREEDLAB_PUBLIC_DATASET_IMAGES = env_bool("BREEDLAB_PUBLIC_DATASET_IMAGES", True)
 BREEDLAB_HEALTH_TIMEOUT = env_float("BREEDLAB_HEALTH_TIMEOUT", 1.0, minimum=0.05, maximum=30)
@@ -259,4 +262,5 @@ LOGGING = {
 
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-runs": {"task": "classifier.tasks.reap_stale_runs", "schedule": 60.0},
+    "reap-interrupted-imports": {"task": "classifier.tasks.reap_interrupted_imports", "schedule": 600.0},
 }

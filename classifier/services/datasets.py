@@ -24,6 +24,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -31,6 +32,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import Max, ProtectedError
+from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
@@ -256,6 +258,25 @@ def dataset_delete(*, dataset: Dataset) -> None:
 
 
 # 2. Thumbnails and charts (cached, derived files) ----------------------------------------------
+
+
+def dataset_reap_interrupted(*, now: datetime | None = None) -> list[int]:
+    """Fail imports still ``importing`` after ``BREEDLAB_IMPORT_TIMEOUT`` seconds: the web process
+    that ran them stopped (restart, crash, killed request) before it could finish or fail them.
+    Their partial folders are removed. Returns the ids it failed."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.BREEDLAB_IMPORT_TIMEOUT)
+    message = _("The import was interrupted: the process doing it stopped before it finished. Import the photos again.")
+    reaped = []
+    for dataset in Dataset.objects.filter(status=Dataset.Status.IMPORTING, created_at__lt=cutoff):
+        # Conditional: an import that finishes (or fails) at this moment keeps its own outcome.
+        if Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.IMPORTING).update(
+            status=Dataset.Status.FAILED, error=message
+        ):
+            _remove_folder(selectors.dataset_folder(dataset))
+            reaped.append(dataset.pk)
+    if reaped:
+        log.warning("failed interrupted dataset imports %s", reaped)
+    return reaped
 
 
 def dataset_thumbnail(*, dataset: Dataset, path: Path, relpath: str) -> Path:

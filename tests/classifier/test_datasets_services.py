@@ -182,3 +182,34 @@ def test_deleting_refuses_a_dataset_used_by_a_run_and_removes_an_unused_one(tmp_
     services.dataset_delete(dataset=unused)
     assert not Dataset.objects.filter(pk=unused.pk).exists()
     assert not (Path(settings.DATASETS_ROOT) / "unused").exists()
+
+
+def test_the_reaper_fails_imports_interrupted_long_ago_and_removes_their_partial_folders(tmp_path, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from classifier.tasks import reap_interrupted_imports
+
+    settings.BREEDLAB_IMPORT_TIMEOUT = 3600
+    archive = make_zip(tmp_path / "dogs.zip", imagefolder_entries({"beagle": 3, "pug": 3}))
+    ready = services.dataset_import_archive(name="Ready", archive_path=archive)
+    stuck = Dataset.objects.create(name="Stuck", version=1, path="stuck/v1", status=Dataset.Status.IMPORTING)
+    running = Dataset.objects.create(name="Running", version=1, path="running/v1", status=Dataset.Status.IMPORTING)
+    for row in (stuck, running):
+        partial = selectors.dataset_folder(row) / "beagle"
+        partial.mkdir(parents=True)
+        (partial / "1.jpg").write_bytes(jpeg_bytes())
+    long_ago = timezone.now() - timedelta(seconds=3601)
+    Dataset.objects.filter(pk__in=[stuck.pk, ready.pk]).update(created_at=long_ago)
+
+    assert reap_interrupted_imports() == [stuck.pk]
+
+    stuck.refresh_from_db()
+    assert stuck.status == Dataset.Status.FAILED and "interrupted" in stuck.error
+    assert not selectors.dataset_folder(stuck).exists() and not (Path(settings.DATASETS_ROOT) / "stuck").exists()
+    running.refresh_from_db()
+    assert running.status == Dataset.Status.IMPORTING and selectors.dataset_folder(running).is_dir()
+    ready.refresh_from_db()
+    assert ready.status == Dataset.Status.READY and selectors.dataset_folder(ready).is_dir()
+    assert services.dataset_reap_interrupted() == []  # nothing twice
