@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,8 @@ import pytest
 from classifier.models import TrainingRun
 from classifier.services.runs import run_create
 from tests.classifier.run_fixtures import TINY_CONFIG
-from tests.classifier.test_worker_integration import database_url_for_other_processes
-from tests.services import EmbeddedRedis, start_worker, stop_process
+from tests.classifier.worker_fixtures import WorkerGroup, celery_sending_to, wait_for, worker_env
+from tests.services import EmbeddedRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -45,63 +44,27 @@ def private_redis(tmp_path):
 @pytest.fixture
 def broker(private_redis):
     """This process's Celery app sends to the private Redis."""
-    from config.celery import app
-
-    def use(url):
-        app.conf.broker_url = url
-        app._pool = None
-        app.amqp._producer_pool = None
-
-    previous = app.conf.broker_url
-    use(private_redis.url)
-    yield app
-    use(previous)
+    with celery_sending_to(private_redis.url) as app:
+        yield app
 
 
 @pytest.fixture
 def workers(broker, private_redis, tmp_path, settings):
-    procs = []
-
-    def start(name: str):
-        env = {
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-            "DATABASE_URL": database_url_for_other_processes(),
-            "REDIS_URL": private_redis.url,
-            "SECRET_KEY": "integration-test-secret-key-0123456789abcdefghijklmnop",
-            "BREEDLAB_VAR_DIR": str(tmp_path / f"var-{name}"),
-            "BREEDLAB_RUNS_ROOT": str(settings.RUNS_ROOT),
-            "BREEDLAB_DATASETS_ROOT": str(settings.DATASETS_ROOT),
-            "BREEDLAB_HEARTBEAT_TIMEOUT": "8",
-        }
-        log = tmp_path / f"worker-{name}.log"
-        proc = start_worker(env=env, name=name, log=log)
-        proc.log = log
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        stop_process(proc)
+    """Start real workers (``start(name)``), each with its own storage root for local files."""
+    group = WorkerGroup(
+        tmp_path,
+        lambda name: worker_env(
+            redis_url=private_redis.url, settings=settings, var_dir=tmp_path / f"var-{name}", BREEDLAB_HEARTBEAT_TIMEOUT=8
+        ),
+    )
+    yield group.start
+    group.stop_all()
 
 
 def queue_length(redis_server: EmbeddedRedis) -> int:
     import redis
 
     return redis.Redis.from_url(redis_server.url).llen("training")
-
-
-def wait_for(predicate, *, timeout: float, what: str, procs=()):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        for proc in procs:
-            if proc.poll() is not None:
-                pytest.fail(f"worker died while waiting for {what}:\n{proc.log.read_text()[-4000:]}")
-        time.sleep(0.3)
-    logs = "\n".join(proc.log.read_text()[-3000:] for proc in procs)
-    pytest.fail(f"timed out waiting for {what}\n{logs}")
 
 
 def finished(run_id: int):

@@ -19,8 +19,7 @@ from django.test import Client
 
 from classifier.models import ModelVersion, TrainingRun
 from tests.classifier.run_fixtures import TINY_CONFIG
-from tests.classifier.test_worker_integration import database_url_for_other_processes
-from tests.services import start_worker, stop_process
+from tests.classifier.worker_fixtures import WorkerGroup, celery_sending_to, wait_for, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 # Long enough to be mid-run whenever we look (about a second per epoch on a busy CPU).
@@ -29,68 +28,34 @@ LONG_CONFIG = {**TINY_CONFIG, "head_epochs": 1, "finetune_epochs": 400}
 
 @pytest.fixture
 def broker(redis_url):
-    """Point this process's Celery app at the test Redis, with an empty `training` queue."""
-    from config.celery import app
-
-    def use(url):
-        app.conf.broker_url = url
-        app._pool = None  # connection and producer pools are rebuilt for the new URL
-        app.amqp._producer_pool = None
-
-    previous = app.conf.broker_url
-    use(redis_url)
-    with app.connection_for_write() as conn:
-        conn.default_channel.client.delete("training")
-    yield app
-    use(previous)
+    """This process's Celery app sends to the test Redis, with an empty `training` queue."""
+    with celery_sending_to(redis_url) as app:
+        with app.connection_for_write() as conn:
+            conn.default_channel.client.delete("training")
+        yield app
 
 
 @pytest.fixture
 def workers(broker, redis_url, tmp_path, settings):
     """Start real workers (``start(name)``); every one still alive is stopped at the end."""
-    procs = []
-
-    def start(name: str):
-        env = {
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-            "DATABASE_URL": database_url_for_other_processes(),
-            "REDIS_URL": redis_url,
-            "SECRET_KEY": "integration-test-secret-key-0123456789abcdefghijklmnop",
-            "BREEDLAB_VAR_DIR": str(tmp_path / "var"),
-            "BREEDLAB_RUNS_ROOT": str(settings.RUNS_ROOT),
-            "BREEDLAB_DATASETS_ROOT": str(settings.DATASETS_ROOT),
-            "BREEDLAB_HEARTBEAT_TIMEOUT": "4",  # heartbeats every second
-            "BREEDLAB_MAX_RUN_ATTEMPTS": "2",
-        }
-        log = tmp_path / f"worker-{name}-{len(procs)}.log"
-        proc = start_worker(env=env, name=name, log=log)
-        proc.log = log
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        stop_process(proc)
+    group = WorkerGroup(
+        tmp_path,
+        lambda name: worker_env(
+            redis_url=redis_url,
+            settings=settings,
+            var_dir=tmp_path / "var",
+            BREEDLAB_HEARTBEAT_TIMEOUT=4,  # heartbeats every second
+            BREEDLAB_MAX_RUN_ATTEMPTS=2,
+        ),
+    )
+    yield group.start
+    group.stop_all()
 
 
 @pytest.fixture
 def api(staff_user, capsys):
     call_command("create_api_token", staff_user.username)
     return Client(HTTP_AUTHORIZATION=f"Token {capsys.readouterr().out.strip()}")
-
-
-def wait_for(predicate, *, timeout: float, what: str, procs=()):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        for proc in procs:
-            if proc.poll() is not None:
-                pytest.fail(f"worker died while waiting for {what}:\n{proc.log.read_text()[-4000:]}")
-        time.sleep(0.3)
-    logs = "\n".join(proc.log.read_text()[-4000:] for proc in procs)
-    pytest.fail(f"timed out waiting for {what}\n{logs}")
 
 
 def start_run(api, dataset, config) -> int:

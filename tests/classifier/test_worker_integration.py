@@ -6,24 +6,13 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from classifier.models import TrainingRun
+from tests.classifier.worker_fixtures import worker_env
 from tests.services import start_worker, stop_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-def database_url_for_other_processes() -> str:
-    """The URL of the test database this process uses, for a worker process to share it."""
-    conf = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{conf['NAME']}"
-    user = conf.get("USER") or ""
-    password = f":{conf['PASSWORD']}" if conf.get("PASSWORD") else ""
-    auth = f"{user}{password}@" if user else ""
-    return f"postgres://{auth}{conf.get('HOST') or '127.0.0.1'}:{conf.get('PORT') or 5432}/{conf['NAME']}"
 
 
 @pytest.fixture
@@ -37,16 +26,9 @@ def celery_app(redis_url):
 
 @pytest.fixture
 def worker(celery_app, redis_url, tmp_path, settings):
-    env = {
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DATABASE_URL": database_url_for_other_processes(),
-        "REDIS_URL": redis_url,
-        "SECRET_KEY": "integration-test-secret-key-0123456789abcdefghijklmnop",
-        "BREEDLAB_VAR_DIR": str(tmp_path / "var"),
-        "BREEDLAB_RUNS_ROOT": str(settings.RUNS_ROOT),
-        "BREEDLAB_DATASETS_ROOT": str(settings.DATASETS_ROOT),
-    }
-    proc = start_worker(env=env, name="itest", log=tmp_path / "worker.log")
+    proc = start_worker(
+        env=worker_env(redis_url=redis_url, settings=settings, var_dir=tmp_path / "var"), name="itest", log=tmp_path / "worker.log"
+    )
     yield proc
     stop_process(proc)
 
