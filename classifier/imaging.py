@@ -9,7 +9,7 @@
    16-bit/float greyscale rescaled), animations give their first frame.
 6. Large JPEGs (phone photos) are decoded by libjpeg at 1/2, 1/4 or 1/8 scale, keeping the
    shorter side at least ``DECODE_MIN_SIDE`` px: more than the model (at most 300 px), Grad-CAM
-   and the stored copy use, at a fraction of the time (a 12 MP photo: ~65 ms -> ~10 ms).
+   and the stored copy use, at a fraction of the time (a 12 MP photo: 64 ms -> 12 ms here).
 7. What is stored is a JPEG re-encoded from those pixels, under a generated name in
    ``MEDIA_ROOT/predictions/``: no metadata, no polyglot bytes, never the uploaded file itself.
 """

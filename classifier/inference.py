@@ -195,7 +195,7 @@ def warm_up() -> str:
             model, what = loaded.model, f"model version {loaded.version_id} ({loaded.name})"
         except ModelUnavailable as exc:
             model, what = get_base(), f"the pretrained {settings.BREEDLAB_BASE_BACKBONE} ({exc})"
-        # One throw-away answer: ONNX Runtime sets itself up on its first run (0.35 s here).
+        # One throw-away answer, so the first real one finds preprocessing and ONNX Runtime run once.
         from PIL import Image
 
         model.classify([Image.new("RGB", (320, 240), (127, 127, 127))])
