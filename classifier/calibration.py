@@ -11,9 +11,10 @@ not sure; else the breed. Thresholds are calibrated on the model's validation ph
 its own breeds): ``dog_threshold`` is the ``target`` quantile of their dog mass (at most that
 fraction of dog photos is called "not a dog"), ``confidence_threshold`` the ``target``
 quantile of the confidence of the correctly answered ones (at most that fraction of right
-answers is withheld as "not sure"). ``manage.py calibrate_model`` computes and stores them
-(``calibration.json`` in the model's folder, or in the serving cache when that folder is
-read-only) together with false-accept/false-reject rates measured on held-out photos.
+answers is withheld as "not sure"). The worker calibrates every run that succeeds and
+``manage.py calibrate_model`` recalibrates (classifier/services/calibration.py); they store
+``calibration.json`` in the model's folder (or in the serving cache when that folder is
+read-only), the command also with false-accept/false-reject rates measured on held-out photos.
 """
 
 from __future__ import annotations

@@ -273,6 +273,7 @@ def run_execute(*, run_id: int, worker: str = "") -> str | None:
                 gc.collect()
                 torch.cuda.empty_cache()
                 reporter.start(resumed=False)
+        calibration = _calibrate(run_id, attempt, out_dir)
     except Cancelled as exc:
         if reporter.lost:
             return None
@@ -295,10 +296,42 @@ def run_execute(*, run_id: int, worker: str = "") -> str | None:
         return Status.FAILED
     finally:
         heartbeat.stop()
-    return _succeed(run_id, attempt, result, config=config, notes=notes)
+    return _succeed(run_id, attempt, result, config=config, notes=notes, calibration=calibration)
 
 
-def _succeed(run_id: int, attempt: int, result, *, config: dict[str, Any], notes: list[str]) -> str | None:
+# A run's not-a-dog thresholds: the dog-mass quantile is taken over at most this many photos of
+# its breeds (evenly spread over the dataset; 1,000 give a steady 3% quantile).
+CALIBRATION_MAX_PHOTOS = 1000
+
+
+def _calibrate(run_id: int, attempt: int, out_dir: Path) -> dict[str, Any]:
+    """Choose the run's own "not a dog" / "not sure" thresholds (classifier.services.calibration)
+    while the heartbeat still beats. Best effort: when it fails, the version serves with the
+    default thresholds and the run's result says why."""
+    import torch
+
+    from classifier.services import calibration
+
+    _owned(run_id, attempt).update(progress_detail={"stage": "calibrate"})
+    try:
+        report = calibration.calibrate_run_dir(
+            out_dir, max_dog_mass_photos=CALIBRATION_MAX_PHOTOS, threads=max(1, torch.get_num_threads())
+        )
+        calibration.save(report, out_dir)
+    except Exception as exc:  # noqa: BLE001 - the model itself is fine; it serves with the defaults
+        log.warning("run %s: calibration failed, default thresholds serve: %s", run_id, exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    validation = report["validation"]
+    return {
+        "thresholds": report["thresholds"],
+        "target_false_reject": report["target_false_reject"],
+        "validation": {k: validation.get(k) for k in ("n", "not_dog_rate", "not_sure_rate", "top1_when_named")},
+    }
+
+
+def _succeed(
+    run_id: int, attempt: int, result, *, config: dict[str, Any], notes: list[str], calibration: dict[str, Any]
+) -> str | None:
     from classifier.services import versions
 
     metrics = {k: v for k, v in result.metrics.items()}
@@ -307,6 +340,7 @@ def _succeed(run_id: int, attempt: int, result, *, config: dict[str, Any], notes
         "class_names": list(result.class_names),
         "skipped": [list(s) for s in result.skipped],
         "notes": notes,
+        "calibration": calibration,
     }
     with transaction.atomic():
         if not _finish(

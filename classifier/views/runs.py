@@ -161,6 +161,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "metrics": (run.result or {}).get("metrics", {}),
             "notes": (run.result or {}).get("notes", []),
             "promotion": (run.result or {}).get("promotion"),
+            "calibration": (run.result or {}).get("calibration"),
         }
     )
     return render(request, "classifier/run_detail.html", context)

@@ -129,6 +129,20 @@ def test_the_run_page_shows_results_matrix_links_gallery_and_config(client, fini
     assert "Cancel" not in html.split("<main")[1].split("<h2")[0]  # no buttons for visitors
 
 
+def test_the_run_page_shows_the_calibrated_thresholds_or_why_there_are_none(client, finished_run):
+    finished_run.result = {"calibration": {
+        "thresholds": {"dog_mass": 0.4321, "confidence": 0.2468},
+        "validation": {"n": 3, "not_dog_rate": 0.0, "not_sure_rate": 1 / 3, "top1_when_named": 1.0},
+    }}
+    finished_run.save()
+    html = client.get(finished_run.get_absolute_url()).content.decode()
+    assert "thresholds 0.432 (dog-class mass) and 0.247 (confidence)" in html and "33.3% “not sure”" in html
+    finished_run.result = {"calibration": {"error": "CalibrationError: no photos"}}
+    finished_run.save()
+    html = client.get(finished_run.get_absolute_url()).content.decode()
+    assert "default thresholds (the calibration failed: CalibrationError: no photos)" in html
+
+
 def test_staff_see_the_buttons_and_the_traceback_of_a_failed_run(staff_client, make_run):
     run = make_run(status=TrainingRun.Status.FAILED, error="Non-finite loss: nan", traceback="Traceback (most recent call last): X")
     staff_html = staff_client.get(run.get_absolute_url()).content.decode()

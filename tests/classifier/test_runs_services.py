@@ -131,6 +131,30 @@ def test_a_run_trains_writes_its_epochs_registers_a_model_and_promotes_when_aske
     version = ModelVersion.objects.get(run=run)
     assert version.path == run.out_dir and version.class_names == ["beagle", "chihuahua", "pug"]
     assert version.is_active and run.result["promotion"]["promoted"] is True  # nothing was active before
+    # Its own not-a-dog thresholds, calibrated on its validation photos, serve with it.
+    calibration = json.loads((out / "calibration.json").read_text())
+    assert calibration["validation"]["n"] == len(tiny_dataset.split["val"])
+    assert run.result["calibration"]["thresholds"] == calibration["thresholds"]
+    from classifier import inference
+
+    inference.reset_current()
+    assert inference.get_active().thresholds.source == "calibration.json"
+    assert inference.get_active().thresholds.dog_mass == calibration["thresholds"]["dog_mass"]
+
+
+def test_a_run_whose_calibration_fails_still_succeeds_and_says_so(tiny_dataset, settings, monkeypatch):
+    from classifier.services import calibration
+
+    def broken(*args, **kwargs):
+        raise calibration.CalibrationError("no photos today")
+
+    monkeypatch.setattr(calibration, "calibrate_run_dir", broken)
+    run = queued_run(tiny_dataset)
+    assert run_services.run_execute(run_id=run.pk) == Status.SUCCEEDED
+    run.refresh_from_db()
+    assert run.result["calibration"] == {"error": "CalibrationError: no photos today"}
+    assert not (Path(settings.RUNS_ROOT) / run.out_dir / "calibration.json").exists()
+    assert ModelVersion.objects.filter(run=run).exists()
 
 
 def test_a_cancel_requested_mid_run_ends_it_cancelled_with_a_checkpoint(tiny_dataset, settings, monkeypatch):
