@@ -186,8 +186,6 @@ def warm_up() -> str:
     """Load the model that will answer the first request: the active version, or the pretrained
     model while none is active. Never raises (a web process must start regardless); returns what
     it did, for the log."""
-    from django.db import connection
-
     started = time.monotonic()
     try:
         try:
@@ -205,9 +203,6 @@ def warm_up() -> str:
     except Exception as exc:  # noqa: BLE001 - the first request will try again and report it
         log.warning("warm-up failed (the first request will load the model): %s: %s", type(exc).__name__, exc)
         return f"warm-up failed: {exc}"
-    finally:
-        if threading.current_thread() is not threading.main_thread():
-            connection.close()  # this thread's own connection: nobody else would close it
 
 
 def get_base(backbone: str | None = None) -> ServingModel:

@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 
 def warm_up() -> str:
-    """Import the URL configuration (every view module), then load and run the serving model."""
+    """Import the URL configuration (every view module), then load and run the serving model.
+    Runs in its own thread (``start``), whose database connection it closes at the end."""
+    from django.db import connection
     from django.urls import get_resolver
 
     from classifier import inference
@@ -27,7 +29,10 @@ def warm_up() -> str:
         get_resolver().url_patterns  # noqa: B018 - the attribute access imports the views
     except Exception as exc:  # noqa: BLE001 - the first request will raise it where it can be seen
         log.warning("warm-up could not import the URL configuration: %s: %s", type(exc).__name__, exc)
-    return inference.warm_up()
+    try:
+        return inference.warm_up()
+    finally:
+        connection.close()  # the warm-up thread's own connection: nobody else would close it
 
 
 def start() -> threading.Thread | None:

@@ -5,7 +5,7 @@ threshold, over photos of its breeds from the whole dataset: the pretrained head
 fine-tuning, so training photos are fair game and give a steadier quantile), chooses the
 thresholds and measures what they do; optional held-out dogs and not-dog photos are measured too.
 Called by ``manage.py calibrate_model`` and, for every run that succeeds, by the worker
-(``run_calibrate``), so each model version serves with thresholds of its own.
+(``classifier.services.runs``), so each model version serves with thresholds of its own.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from classifier.calibration import (
 )
 from classifier.imaging import ImageRejected, decode_bytes
 from classifier.serving import ServingModel, build_serving
+from training.data import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 RULE = "not a dog when dog_mass < dog_mass threshold; else not sure when confidence < confidence threshold"
 
 
@@ -48,7 +48,7 @@ def photos_in(folder: Path) -> list[tuple[Path, str]]:
     """(photo, class folder name) under ``folder`` (one level of class folders, or photos directly)."""
     items = []
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."):
             label = path.parent.name if path.parent != folder else ""
             items.append((path, label))
     return items
@@ -81,7 +81,7 @@ def signals(model: ServingModel, items: list[tuple[Path, str]]) -> dict[str, Any
     }
 
 
-def measure(model: ServingModel, photos: dict[str, Any], th: Thresholds) -> dict[str, Any]:
+def measure(photos: dict[str, Any], th: Thresholds) -> dict[str, Any]:
     """What the thresholds do to a set of photos: verdict counts and rates, accuracy when named."""
     verdicts = [th.verdict(dog_mass=d, confidence=c) for d, c in zip(photos["dog_mass"], photos["confidence"])]
     out = rates(verdicts)
@@ -159,15 +159,15 @@ def calibrate_run_dir(
         "dog_mass_quantiles": {
             q: float(np.quantile(dog_photos["dog_mass"], float(q))) for q in ("0.01", "0.03", "0.05", "0.1", "0.5")
         },
-        "validation": {"folder": str(data_dir), **measure(model, val, th)},
+        "validation": {"folder": str(data_dir), **measure(val, th)},
     }
     if dogs:
-        report["held_out_dogs"] = {"folder": str(dogs), **measure(model, signals(model, photos_in(dogs)), th)}
+        report["held_out_dogs"] = {"folder": str(dogs), **measure(signals(model, photos_in(dogs)), th)}
     if not_dogs:
         groups = {}
         subfolders = sorted(p for p in Path(not_dogs).iterdir() if p.is_dir())
         for folder in subfolders or [Path(not_dogs)]:
-            groups[folder.name] = measure(model, signals(model, [(p, "") for p, _ in photos_in(folder)]), th)
+            groups[folder.name] = measure(signals(model, [(p, "") for p, _ in photos_in(folder)]), th)
         report["not_dogs"] = {"folder": str(not_dogs), **groups}
     return report
 

@@ -33,6 +33,13 @@ def gradient(w: int = 64, h: int = 48) -> Image.Image:
     return Image.fromarray(np.stack([x, y, 255 - x], axis=2), mode="RGB")
 
 
+def rotated_jpeg(img: Image.Image) -> bytes:
+    """``img`` as a JPEG whose EXIF says: rotate 90° clockwise to display."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encode(img, "JPEG", exif=exif.tobytes(), quality=95)
+
+
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"])
 def test_it_accepts_every_supported_format_as_rgb(fmt):
     decoded = open_upload(upload(encode(gradient(), fmt), f"x.{fmt.lower()}"))
@@ -57,9 +64,7 @@ def test_it_puts_transparent_pixels_on_white():
 
 def test_a_large_jpeg_is_decoded_at_a_reduced_scale_keeping_enough_pixels_and_its_orientation():
     img = gradient(2400, 1600)
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90° clockwise to display
-    decoded = open_upload(upload(encode(img, "JPEG", exif=exif.tobytes(), quality=95)))
+    decoded = open_upload(upload(rotated_jpeg(img)))
     # 1/2 scale (800 px) is the smallest that keeps the shorter side at least DECODE_MIN_SIDE (1/4: 400).
     assert decoded.image.size == (800, 1200)
     assert imaging.DECODE_MIN_SIDE <= min(decoded.image.size) < 2 * imaging.DECODE_MIN_SIDE
@@ -81,9 +86,7 @@ def test_it_spreads_16_bit_greyscale_over_the_8_bit_range():
 
 def test_it_applies_the_exif_orientation():
     img = gradient(80, 40)
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90° clockwise to display
-    decoded = open_upload(upload(encode(img, "JPEG", exif=exif.tobytes(), quality=95)))
+    decoded = open_upload(upload(rotated_jpeg(img)))
     assert decoded.image.size == (40, 80)
     by_hand = img.transpose(Image.Transpose.ROTATE_270)
     diff = np.abs(np.asarray(decoded.image, dtype=int) - np.asarray(by_hand, dtype=int)).mean()
