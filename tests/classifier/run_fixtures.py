@@ -53,6 +53,7 @@ def make_dataset_row(folder: Path, relpath: str, *, name: str = "tiny", version:
 
 @pytest.fixture
 def tiny_weights():
+    """Skips the test where the CIFAR-10 ResNet-20 weights (../shared/weights) are missing."""
     from training.backbones import get_backbone
 
     info = get_backbone("cifar10_resnet20").info()

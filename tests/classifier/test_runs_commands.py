@@ -14,7 +14,7 @@ SPLIT = {"train": ["a/1.jpg"], "val": ["a/2.jpg"]}
 
 
 def test_it_queues_a_run_with_the_given_options_and_recipe_defaults(make_dataset, enqueued, capsys, staff_user,
-                                                                    django_capture_on_commit_callbacks):
+                                                                    django_capture_on_commit_callbacks, tiny_weights):
     dataset = make_dataset(name="pets", split=SPLIT)
     with django_capture_on_commit_callbacks(execute=True):
         call_command("finetune", "--dataset", "pets", "--optimizer", "adagrad", "--head-epochs", "4",
@@ -47,7 +47,7 @@ def test_bad_options_are_one_line_and_exit_code_2(make_dataset, args, message):
 
 
 @pytest.mark.django_db(transaction=True)  # on_commit runs at once, as in production
-def test_wait_follows_the_run_to_its_end_and_fails_with_its_error(make_dataset, monkeypatch, capsys):
+def test_wait_follows_the_run_to_its_end_and_fails_with_its_error(make_dataset, monkeypatch, capsys, tiny_weights):
     make_dataset(name="pets", split=SPLIT)
 
     def worker_that_fails(*, run_id):

@@ -83,7 +83,8 @@ def test_the_form_offers_the_registry_the_optimizers_and_the_recipe_defaults(sta
     assert 'id="recipe-rates"' in html and "/static/js/run_form.js" in html
 
 
-def test_the_form_starts_a_run_and_shows_it(staff_client, make_dataset, enqueued, django_capture_on_commit_callbacks):
+def test_the_form_starts_a_run_and_shows_it(staff_client, make_dataset, enqueued, django_capture_on_commit_callbacks,
+                                            tiny_weights):
     dataset = make_dataset(name="pets", split=SPLIT)
     data = {
         "dataset": dataset.pk, "backbone": "cifar10_resnet20", "optimizer": "rmsprop", "head_epochs": 2,
