@@ -15,6 +15,7 @@ from training.backbones import (
     load_lite_state_dict,
     match_original_classes,
 )
+from training.backbones import weights as bb_weights
 from training.errors import ConfigError, WeightsUnavailable
 from training.nets import cifar100_mobilenetv2_x0_5, cifar_resnet20
 
@@ -174,7 +175,7 @@ def test_cifar100_mobilenetv2_checkpoint_loads_with_or_without_num_batches_track
 def test_cifar100_mobilenetv2_without_hub_or_file_names_both_ways(tmp_path, monkeypatch):
     monkeypatch.setenv("BREEDLAB_OFFLINE", "1")
     monkeypatch.setenv("BREEDLAB_WEIGHTS_DIR", str(tmp_path))
-    monkeypatch.setattr(bb, "weights_search_dirs", lambda: [tmp_path])
+    monkeypatch.setattr(bb_weights, "weights_search_dirs", lambda: [tmp_path])
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     bb.network_reachable.cache_clear()
     try:
