@@ -69,8 +69,8 @@ def bare_throughput(run_dir: Path, photos: list[Path]) -> dict:
 
     django.setup()
     import torch
-
     from classifier.imaging import decode_bytes
+
     from classifier.serving import build_serving
 
     threads = os.cpu_count() or 1

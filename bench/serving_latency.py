@@ -133,8 +133,8 @@ def full_size_preprocess(model, data: bytes):
 def measure(threads: int, args, run_dir: Path, photo: Path, data: bytes) -> dict:
     import numpy as np
     import torch
-
     from classifier.imaging import decode_bytes
+
     from classifier.serving import build_serving
 
     torch.set_num_threads(threads)

@@ -1,6 +1,20 @@
-from django.urls import path
+"""The app's URLs: the site's pages (namespace ``classifier``) and the JSON API under /api/
+(namespace ``api``, included by config/urls.py from ``api_urlpatterns``). Each domain's views and
+api modules are wired here and nowhere else."""
 
-from classifier.views import classify, datasets, runs, versions
+from django.urls import path
+from drf_spectacular.renderers import OpenApiJsonRenderer
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from classifier.datasets import api as datasets_api
+from classifier.datasets import views as datasets
+from classifier.runs import api as runs_api
+from classifier.runs import views as runs
+from classifier.serving import api as serving_api
+from classifier.serving import views as classify
+from classifier.versions import api as versions_api
+from classifier.versions import views as versions
+from classifier.web import health
 
 app_name = "classifier"
 
@@ -31,4 +45,20 @@ urlpatterns = [
     path("datasets/<int:pk>/chart.svg", datasets.dataset_chart, name="dataset_chart"),
     path("datasets/<int:pk>/images/<path:relpath>", datasets.dataset_image, name="dataset_image"),
     path("datasets/<int:pk>/thumbs/<path:relpath>", datasets.dataset_thumbnail, name="dataset_thumbnail"),
+]
+
+api_urlpatterns = [
+    path("health", health.health, name="health"),
+    path("datasets", datasets_api.DatasetListView.as_view(), name="dataset_list"),
+    path("datasets/<int:pk>", datasets_api.DatasetDetailView.as_view(), name="dataset_detail"),
+    path("predict", serving_api.predict, name="predict"),
+    path("models/active", serving_api.models_active, name="models_active"),
+    path("runs", runs_api.RunListView.as_view(), name="run_list"),
+    path("runs/<int:pk>", runs_api.RunDetailView.as_view(), name="run_detail"),
+    path("runs/<int:pk>/cancel", runs_api.RunCancelView.as_view(), name="run_cancel"),
+    path("models", versions_api.ModelListView.as_view(), name="model_list"),
+    path("models/rollback", versions_api.ModelRollbackView.as_view(), name="model_rollback"),
+    path("models/<int:pk>/promote", versions_api.ModelPromoteView.as_view(), name="model_promote"),
+    path("openapi.json", SpectacularAPIView.as_view(renderer_classes=[OpenApiJsonRenderer]), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

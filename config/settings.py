@@ -78,6 +78,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # The app's tags live in its web/ package, not at classifier/templatetags.
+            "libraries": {"run_format": "classifier.web.templatetags.run_format"},
         },
     },
 ]
@@ -180,7 +182,7 @@ USE_TZ = True
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "classifier.api.errors.json_error_handler",
+    "EXCEPTION_HANDLER": "classifier.web.errors.json_error_handler",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
@@ -232,7 +234,7 @@ BREEDLAB_IMPORT_TIMEOUT = env_int("BREEDLAB_IMPORT_TIMEOUT", 7200, minimum=60)
 BREEDLAB_PUBLIC_DATASET_IMAGES = env_bool("BREEDLAB_PUBLIC_DATASET_IMAGES", True)
 BREEDLAB_HEALTH_TIMEOUT = env_float("BREEDLAB_HEALTH_TIMEOUT", 1.0, minimum=0.05, maximum=30)
 
-# Serving (classifier/inference.py). Threads per inference call: gunicorn runs WEB_CONCURRENCY
+# Serving (classifier/serving/cache.py). Threads per inference call: gunicorn runs WEB_CONCURRENCY
 # processes x WEB_THREADS threads; with 1 thread per call, concurrent requests fill the cores
 # instead of fighting over them (bench/RESULTS-serving.md).
 BREEDLAB_INFERENCE_THREADS = env_int("BREEDLAB_INFERENCE_THREADS", 1, minimum=1, maximum=64)

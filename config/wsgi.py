@@ -11,6 +11,6 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 application = get_wsgi_application()
 
-from classifier import warmup  # noqa: E402 - needs the app set up
+from classifier.serving import warmup  # noqa: E402 - needs the app set up
 
 warmup.start()

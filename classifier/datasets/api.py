@@ -11,11 +11,11 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from classifier import selectors
-from classifier.api.errors import error_response
-from classifier.forms.datasets import ArchiveSizeLimit
+from classifier.datasets import selectors
+from classifier.datasets import services as dataset_services
+from classifier.datasets.forms import ArchiveSizeLimit
 from classifier.models import Dataset
-from classifier.services import datasets as dataset_services
+from classifier.web.errors import error_response
 
 
 class StaffCanWrite(BasePermission):

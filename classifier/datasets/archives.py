@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from training.data import IMAGE_EXTENSIONS
+
 __all__ = ["ArchiveError", "ArchiveLimits", "ExtractResult", "extract_archive"]
 
 CHUNK_SIZE = 1024 * 1024
@@ -41,7 +43,6 @@ MAX_NAME_BYTES = 255
 FLATTEN_SEPARATOR = "__"
 
 # Only used to decide whether a single top-level folder is a wrapper or a class (see _wrapper_root).
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})
 
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
@@ -442,7 +443,7 @@ def _wrapper_root(files: list[tuple[str, ...]], dirs: list[tuple[str, ...]]) -> 
     if len(tops) != 1 or any(len(parts) == 1 for parts in files):
         return None
     deeper = any(len(parts) >= 3 for parts in files)
-    images_in_top = any(len(parts) == 2 and Path(parts[1]).suffix.lower() in IMAGE_SUFFIXES for parts in files)
+    images_in_top = any(len(parts) == 2 and Path(parts[1]).suffix.lower() in IMAGE_EXTENSIONS for parts in files)
     return next(iter(tops)) if deeper and not images_in_top else None
 
 

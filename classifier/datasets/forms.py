@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.utils.translation import gettext_lazy as _
 
-from classifier.services.datasets import (
+from classifier.datasets.services import (
     DEFAULT_SEED,
     DEFAULT_VAL_FRACTION,
     MAX_VAL_FRACTION,

@@ -1,32 +1,20 @@
-"""Reads used by views and the API. Writes live in services."""
+"""Reads about datasets: lists, versions, folders and files on disk, corrections ready to merge,
+whether a run can start on one, and the key of its validation split.
+
+Used by every room's views, api and services; imports classifier.models only.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.db.models import QuerySet
+from django.utils.translation import gettext as _
 
-from classifier.models import Dataset, Feedback, ModelVersion, Prediction, TrainingRun
-
-
-def model_get_active() -> ModelVersion | None:
-    return ModelVersion.objects.filter(is_active=True).select_related("run").first()
-
-
-def model_list() -> QuerySet[ModelVersion]:
-    return ModelVersion.objects.select_related("run", "run__dataset", "promoted_by")
-
-
-def run_list(*, status: str | None = None, backbone: str | None = None, dataset_id: int | None = None) -> QuerySet[TrainingRun]:
-    runs = TrainingRun.objects.select_related("dataset", "created_by")
-    if status:
-        runs = runs.filter(status=status)
-    if backbone:
-        runs = runs.filter(config__backbone=backbone)
-    if dataset_id:
-        runs = runs.filter(dataset_id=dataset_id)
-    return runs
+from classifier.models import Dataset, Feedback
 
 
 def dataset_get_by_ref(ref: str | int) -> Dataset:
@@ -41,42 +29,6 @@ def dataset_get_by_ref(ref: str | int) -> Dataset:
     if found is None:
         raise Dataset.DoesNotExist(value)
     return found
-
-
-def run_backbones() -> list[str]:
-    """Backbones that at least one run used (for the run list's filter)."""
-    names = TrainingRun.objects.values_list("config__backbone", flat=True).distinct()
-    return sorted({str(name) for name in names if name})
-
-
-def runs_by_ids(ids: list[int]) -> list[TrainingRun]:
-    """The runs with these ids, in the order given (unknown ids are left out)."""
-    found = TrainingRun.objects.select_related("dataset", "created_by").in_bulk(ids)
-    return [found[i] for i in ids if i in found]
-
-
-def run_model_version(run: TrainingRun) -> ModelVersion | None:
-    return ModelVersion.objects.filter(run=run).first()
-
-
-def run_validation_report(run: TrainingRun) -> dict | None:
-    """The run's validation.json (confusion matrix, per-class metrics, per-image predictions), or None."""
-    import json
-
-    if not run.out_dir:
-        return None
-    path = Path(settings.RUNS_ROOT) / run.out_dir / "validation.json"
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return report if isinstance(report, dict) else None
-
-
-def per_class_rows(report: dict) -> list[dict]:
-    """Per-class precision/recall/f1/support rows, worst recall first."""
-    rows = [{"name": name, **values} for name, values in (report.get("per_class") or {}).items()]
-    return sorted(rows, key=lambda row: (row.get("recall", 0.0), row["name"]))
 
 
 def dataset_list() -> QuerySet[Dataset]:
@@ -148,5 +100,20 @@ def dataset_feedback_mergeable(dataset: Dataset) -> list[tuple[Feedback, str]]:
     return [(item, classes[_label_key(item.correct_label)]) for item in candidates if _label_key(item.correct_label) in classes]
 
 
-def prediction_recent(*, limit: int = 10) -> QuerySet[Prediction]:
-    return Prediction.objects.select_related("model_version")[:limit]
+def dataset_blocking_reason(dataset: Dataset) -> str | None:
+    """Why a run cannot start on ``dataset`` (None when it can)."""
+    if dataset.status != Dataset.Status.READY:
+        return _("Dataset %(dataset)s is not ready (status: %(status)s).") % {
+            "dataset": dataset, "status": dataset.get_status_display()}
+    if dataset.problems:
+        return _("Dataset %(dataset)s has problems: %(problems)s") % {"dataset": dataset, "problems": "; ".join(dataset.problems)}
+    split = dataset.split or {}
+    if not split.get("train") or not split.get("val"):
+        return _("Dataset %(dataset)s has no train/validation split yet.") % {"dataset": dataset}
+    return None
+
+
+def split_key(dataset: Dataset) -> str:
+    """Identifies a validation split: models validated on equal keys are directly comparable."""
+    val = sorted(str(p) for p in (dataset.split or {}).get("val", []))
+    return hashlib.sha256(json.dumps([dataset.path, val]).encode()).hexdigest()[:16]

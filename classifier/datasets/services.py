@@ -36,10 +36,12 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
-from classifier import selectors
-from classifier.archives import ArchiveError, ArchiveLimits, extract_archive
-from classifier.dataset_report import build_report, stratified_split
+from classifier.datasets import selectors
+from classifier.datasets.archives import ArchiveError, ArchiveLimits, extract_archive
+from classifier.datasets.report import build_report, stratified_split
 from classifier.models import Dataset, Feedback
+from training.data import IMAGE_EXTENSIONS
+from training.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +223,7 @@ def dataset_merge_feedback(*, dataset: Dataset, created_by=None) -> Dataset:
     additions = []
     for feedback, class_name in mergeable:
         suffix = PurePosixPath(feedback.prediction.image.name).suffix.lower()
-        if suffix not in {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}:
+        if suffix not in IMAGE_EXTENSIONS:
             suffix = ".jpg"
         additions.append(
             Addition(
@@ -294,20 +296,20 @@ def dataset_thumbnail(*, dataset: Dataset, path: Path, relpath: str) -> Path:
         image = ImageOps.exif_transpose(image)
         image = image.convert("RGB")
         image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-        _atomic_write(target, lambda handle: image.save(handle, "JPEG", quality=82, optimize=True))
+        atomic_write(target, lambda handle: image.save(handle, "JPEG", quality=82, optimize=True))
     return target
 
 
 def dataset_chart(*, dataset: Dataset) -> Path:
     """The images-per-class bar chart (SVG), rendered once per dataset and cached."""
-    from classifier.dataset_charts import class_counts_svg
+    from classifier.datasets.charts import class_counts_svg
 
     target = _cache_dir(dataset) / "class-counts.svg"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     svg = class_counts_svg(dataset.report.get("classes", []), dataset.split)
-    _atomic_write(target, lambda handle: handle.write(svg))
+    atomic_write(target, lambda handle: handle.write(svg))
     return target
 
 
@@ -561,15 +563,3 @@ def _cache_dir(dataset: Dataset) -> Path:
     """Derived files of one dataset. Keyed by id and folder, so a reused id never sees stale files."""
     key = hashlib.sha256(f"{dataset.pk}:{dataset.path}:{dataset.created_at.isoformat()}".encode()).hexdigest()[:12]
     return Path(settings.MEDIA_ROOT) / "cache" / "datasets" / f"{dataset.pk}-{key}"
-
-
-def _atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> None:
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise

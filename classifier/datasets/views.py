@@ -14,11 +14,12 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
-from classifier import selectors
-from classifier.forms.datasets import ArchiveSizeLimit, DatasetUploadForm
+from classifier.datasets import selectors
+from classifier.datasets import services as dataset_services
+from classifier.datasets.forms import ArchiveSizeLimit, DatasetUploadForm
 from classifier.models import Dataset
-from classifier.services import datasets as dataset_services
-from classifier.views.access import staff_required
+from classifier.runs import selectors as runs_selectors
+from classifier.web.access import staff_required
 
 THUMBNAILS_PER_PAGE = 24
 # Cached derived files of a dataset never change (a dataset is never changed in place).
@@ -38,7 +39,7 @@ IMAGE_TYPES = {
 
 @require_GET
 def dataset_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "classifier/dataset_list.html", {"datasets": selectors.dataset_list()})
+    return render(request, "classifier/datasets/list.html", {"datasets": selectors.dataset_list()})
 
 
 @require_GET
@@ -63,7 +64,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
     mergeable = selectors.dataset_feedback_mergeable(dataset) if request.user.is_staff else []
     return render(
         request,
-        "classifier/dataset_detail.html",
+        "classifier/datasets/detail.html",
         {
             "dataset": dataset,
             "report": report,
@@ -75,7 +76,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "val_count": len(dataset.split.get("val", [])),
             "versions": selectors.dataset_versions(dataset),
             "children": dataset.children.order_by("version"),
-            "runs": selectors.run_list(dataset_id=dataset.pk)[:10],
+            "runs": runs_selectors.run_list(dataset_id=dataset.pk)[:10],
             "run_count": dataset.runs.count(),
             "mergeable_count": len(mergeable),
             "can_train": dataset.status == Dataset.Status.READY and not dataset.problems,
@@ -98,7 +99,7 @@ def dataset_create(request: HttpRequest) -> HttpResponse:
 def _dataset_create(request: HttpRequest, limit: ArchiveSizeLimit) -> HttpResponse:
     wants_json = request.headers.get("x-requested-with") == "XMLHttpRequest"
     if request.method != "POST":
-        return render(request, "classifier/dataset_form.html", _form_context(DatasetUploadForm()))
+        return render(request, "classifier/datasets/form.html", _form_context(DatasetUploadForm()))
     form = DatasetUploadForm(request.POST, request.FILES)
     status, failed = 400, None
     if limit.exceeded:
@@ -146,7 +147,7 @@ def _dataset_create(request: HttpRequest, limit: ArchiveSizeLimit) -> HttpRespon
             },
             status=status,
         )
-    return render(request, "classifier/dataset_form.html", _form_context(form, failed=failed), status=status)
+    return render(request, "classifier/datasets/form.html", _form_context(form, failed=failed), status=status)
 
 
 def _form_context(form: DatasetUploadForm, failed: Dataset | None = None) -> dict:

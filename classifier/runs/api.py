@@ -7,26 +7,20 @@ create_api_token``) or the browser session with its CSRF token.
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import exceptions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from classifier import selectors
-from classifier.api.errors import error_response
+from classifier.datasets import selectors as datasets_selectors
 from classifier.models import Dataset, EpochMetric, TrainingRun
-from classifier.runconfig import RUN_FIELDS, RunConfigError
-from classifier.services import runs as run_services
-
-
-def get_or_404(queryset, pk: int):
-    """The row, or a JSON 404 ``{"error": ...}`` naming what was not found."""
-    found = queryset.filter(pk=pk).first()
-    if found is None:
-        raise exceptions.NotFound(f"No {queryset.model._meta.verbose_name} #{pk}.")
-    return found
+from classifier.runs import selectors
+from classifier.runs import services as run_services
+from classifier.runs.config import RUN_FIELDS, RunConfigError
+from classifier.versions import selectors as versions_selectors
+from classifier.web.errors import error_response, get_or_404
 
 
 class StaffWrites(BasePermission):
@@ -92,7 +86,7 @@ class RunDetailSerializer(RunSummarySerializer):
         return (run.result or {}).get("promotion")
 
     def get_model_version(self, run: TrainingRun) -> int | None:
-        version = selectors.run_model_version(run)
+        version = versions_selectors.run_model_version(run)
         return version.pk if version else None
 
     def get_traceback(self, run: TrainingRun) -> str:
@@ -159,7 +153,7 @@ class RunListView(APIView):
         payload = RunCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         try:
-            dataset = selectors.dataset_get_by_ref(payload.validated_data["dataset"])
+            dataset = datasets_selectors.dataset_get_by_ref(payload.validated_data["dataset"])
         except Dataset.DoesNotExist:
             return error_response(f"No dataset {payload.validated_data['dataset']!r}.")
         try:

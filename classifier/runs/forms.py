@@ -8,9 +8,9 @@ from django import forms
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
-from classifier import runconfig
+from classifier.datasets.selectors import dataset_blocking_reason
 from classifier.models import Dataset
-from classifier.services.runs import dataset_blocking_reason
+from classifier.runs import config as runconfig
 from training.config import AUGMENTATIONS, SCHEDULES
 from training.optim import OPTIMIZERS
 

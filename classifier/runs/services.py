@@ -14,8 +14,6 @@ task finds nothing to claim.
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 import logging
 import threading
 import traceback
@@ -31,9 +29,12 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from classifier import runconfig
+from classifier.datasets.selectors import dataset_blocking_reason
 from classifier.models import Dataset, EpochMetric, TrainingRun
-from classifier.reporting import DbReporter
+from classifier.runs import config as runconfig
+from classifier.runs.reporter import DbReporter
+from classifier.serving import services as serving_services
+from classifier.versions import services as versions
 from training.checkpoint import CHECKPOINT_DIR, atomic_write_json
 from training.errors import Cancelled, NonFiniteLoss, TrainingError
 from training.finetune import finetune
@@ -51,25 +52,6 @@ class RunError(Exception):
 # ---------------------------------------------------------------------------------------------
 # Creating and enqueueing
 # ---------------------------------------------------------------------------------------------
-def dataset_blocking_reason(dataset: Dataset) -> str | None:
-    """Why a run cannot start on ``dataset`` (None when it can)."""
-    if dataset.status != Dataset.Status.READY:
-        return _("Dataset %(dataset)s is not ready (status: %(status)s).") % {
-            "dataset": dataset, "status": dataset.get_status_display()}
-    if dataset.problems:
-        return _("Dataset %(dataset)s has problems: %(problems)s") % {"dataset": dataset, "problems": "; ".join(dataset.problems)}
-    split = dataset.split or {}
-    if not split.get("train") or not split.get("val"):
-        return _("Dataset %(dataset)s has no train/validation split yet.") % {"dataset": dataset}
-    return None
-
-
-def split_key(dataset: Dataset) -> str:
-    """Identifies a validation split: models validated on equal keys are directly comparable."""
-    val = sorted(str(p) for p in (dataset.split or {}).get("val", []))
-    return hashlib.sha256(json.dumps([dataset.path, val]).encode()).hexdigest()[:16]
-
-
 def run_create(
     *,
     dataset: Dataset,
@@ -114,7 +96,7 @@ def run_enqueue(*, run_id: int) -> None:
 
     When the broker cannot be reached the run fails with that reason instead of waiting forever.
     """
-    from classifier.tasks import execute_run
+    from classifier.runs.tasks import execute_run
 
     run = TrainingRun.objects.select_related("dataset").get(pk=run_id)
     limit = runconfig.time_limit_seconds(run.config, image_count=run.dataset.image_count)
@@ -305,19 +287,17 @@ CALIBRATION_MAX_PHOTOS = 500
 
 
 def _calibrate(run_id: int, attempt: int, out_dir: Path) -> dict[str, Any]:
-    """Choose the run's own "not a dog" / "not sure" thresholds (classifier.services.calibration)
+    """Choose the run's own "not a dog" / "not sure" thresholds (classifier.serving.services)
     while the heartbeat still beats. Best effort: when it fails, the version serves with the
     default thresholds and the run's result says why."""
     import torch
 
-    from classifier.services import calibration
-
     _owned(run_id, attempt).update(progress_detail={"stage": "calibrate"})
     try:
-        report = calibration.calibrate_run_dir(
+        report = serving_services.calibrate_run_dir(
             out_dir, max_dog_mass_photos=CALIBRATION_MAX_PHOTOS, threads=max(1, torch.get_num_threads())
         )
-        calibration.save(report, out_dir)
+        serving_services.calibration_save(report=report, run_dir=out_dir)
     except Exception as exc:  # noqa: BLE001 - the model itself is fine; it serves with the defaults
         log.warning("run %s: calibration failed, default thresholds serve: %s", run_id, exc)
         return {"error": f"{type(exc).__name__}: {exc}"}
@@ -332,8 +312,6 @@ def _calibrate(run_id: int, attempt: int, out_dir: Path) -> dict[str, Any]:
 def _succeed(
     run_id: int, attempt: int, result, *, config: dict[str, Any], notes: list[str], calibration: dict[str, Any]
 ) -> str | None:
-    from classifier.services import versions
-
     metrics = {k: v for k, v in result.metrics.items()}
     outcome: dict[str, Any] = {
         "metrics": metrics,

@@ -1,4 +1,10 @@
-"""Thin Celery tasks: they receive ids, call a service, and return."""
+"""Thin Celery tasks of training runs: they receive ids, call a runs service, and return.
+
+Task names keep their historical strings ("classifier.tasks.*"): queued messages, the
+``training`` route (CELERY_TASK_ROUTES) and the beat schedule match on them. Imports only
+runs.services; services enqueue by importing this module inside run_enqueue (never at module
+level), so the module graph has no cycle.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,7 @@ import logging
 from celery import shared_task
 from celery.signals import worker_ready
 
-from classifier.services import datasets as dataset_services
-from classifier.services import runs as run_services
+from classifier.runs import services as run_services
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +35,7 @@ def allow_child_processes() -> None:
 
 @shared_task(name="classifier.tasks.execute_run", bind=True, ignore_result=True, acks_late=True)
 def execute_run(self, run_id: int) -> str | None:
-    """Train one run. Enqueued by services.runs.run_enqueue with time limits from its config."""
+    """Train one run. Enqueued by runs.services.run_enqueue with time limits from its config."""
     allow_child_processes()
     return run_services.run_execute(run_id=int(run_id), worker=self.request.hostname or "")
 
@@ -40,12 +45,6 @@ def execute_run(self, run_id: int) -> str | None:
 def reap_stale_runs() -> list[int]:
     """Periodic (beat): re-queue or fail runs whose worker stopped sending heartbeats."""
     return run_services.run_reap_stale()
-
-
-@shared_task(name="classifier.tasks.reap_interrupted_imports", ignore_result=True, expires=500)
-def reap_interrupted_imports() -> list[int]:
-    """Periodic (beat): fail dataset imports whose web process stopped before finishing them."""
-    return dataset_services.dataset_reap_interrupted()
 
 
 @worker_ready.connect

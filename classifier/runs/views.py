@@ -14,13 +14,14 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from classifier import charts, selectors
-from classifier.forms.runs import RunForm
 from classifier.models import Dataset, TrainingRun
-from classifier.runconfig import RunConfigError
-from classifier.services import runs as run_services
-from classifier.services import versions as version_services
-from classifier.views.access import staff_required
+from classifier.runs import charts, selectors
+from classifier.runs import services as run_services
+from classifier.runs.config import RunConfigError
+from classifier.runs.forms import RunForm
+from classifier.versions import selectors as versions_selectors
+from classifier.versions import services as version_services
+from classifier.web.access import staff_required
 
 RUNS_PER_PAGE = 25
 GALLERY_LIMIT = 48
@@ -64,7 +65,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
     filters = {k: v for k, v in (("status", status), ("backbone", backbone), ("dataset", dataset_id)) if v}
     return render(
         request,
-        "classifier/run_list.html",
+        "classifier/runs/list.html",
         {
             "page": page,
             "statuses": TrainingRun.Status.choices,
@@ -110,7 +111,7 @@ def run_new(request: HttpRequest) -> HttpResponse:
         if dataset_id:
             initial["dataset"] = dataset_id
         form = RunForm(initial=initial)
-    return render(request, "classifier/run_form.html", {"form": form, "recipe_rates": RunForm.recipe_rates()})
+    return render(request, "classifier/runs/form.html", {"form": form, "recipe_rates": RunForm.recipe_rates()})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,7 +149,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     run = _get_run(pk)
     context = _live_context(run)
     report = selectors.run_validation_report(run) if run.status == TrainingRun.Status.SUCCEEDED else None
-    version = selectors.run_model_version(run)
+    version = versions_selectors.run_model_version(run)
     context.update(
         {
             "report": report,
@@ -164,7 +165,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "calibration": (run.result or {}).get("calibration"),
         }
     )
-    return render(request, "classifier/run_detail.html", context)
+    return render(request, "classifier/runs/detail.html", context)
 
 
 @require_GET
@@ -175,7 +176,7 @@ def run_live(request: HttpRequest, pk: int) -> HttpResponse:
     once so the final results appear.
     """
     run = _get_run(pk)
-    response = render(request, "classifier/partials/run_live.html", _live_context(run))
+    response = render(request, "classifier/runs/_live.html", _live_context(run))
     if request.GET.get("was") in TrainingRun.ACTIVE_STATES and run.is_final:
         response["HX-Refresh"] = "true"
     return response
@@ -210,7 +211,7 @@ def run_validation(request: HttpRequest, pk: int) -> HttpResponse:
     query = urlencode({k: v for k, v in (("true", true), ("pred", pred), ("wrong", "1" if only_wrong else None)) if v})
     return render(
         request,
-        "classifier/run_validation.html",
+        "classifier/runs/validation.html",
         {"run": run, "page": page, "true": true, "pred": pred, "only_wrong": only_wrong, "filter_query": query},
     )
 
@@ -251,7 +252,7 @@ def run_rerun(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def run_promote(request: HttpRequest, pk: int) -> HttpResponse:
     run = _get_run(pk)
-    version = selectors.run_model_version(run)
+    version = versions_selectors.run_model_version(run)
     if version is None:
         messages.error(request, _("Run #%(id)s has no model to promote.") % {"id": run.pk})
         return redirect(run)
@@ -297,7 +298,7 @@ def run_compare(request: HttpRequest) -> HttpResponse:
         svg = mark_safe(charts.compare_svg(series, labels=chart_labels()))  # noqa: S308
     return render(
         request,
-        "classifier/run_compare.html",
+        "classifier/runs/compare.html",
         {"runs": runs, "rows": rows, "compare_svg": svg, "error": error, "ids": ",".join(str(r.pk) for r in runs)},
         status=400 if error and ids else 200,
     )

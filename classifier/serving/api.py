@@ -13,10 +13,12 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from classifier import inference, ratelimit, selectors
-from classifier.api.errors import error_response
-from classifier.imaging import ImageRejected
-from classifier.services.predictions import MAX_TOP_K, prediction_create
+from classifier.serving import cache as inference
+from classifier.serving import ratelimit
+from classifier.serving.imaging import ImageRejected
+from classifier.serving.services import MAX_TOP_K, prediction_create
+from classifier.versions import selectors as versions_selectors
+from classifier.web.errors import error_response
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +139,7 @@ def predict(request: Request) -> Response:
 @api_view(["GET"])
 @permission_classes([AllowAny])
 def models_active(request: Request) -> Response:
-    version = selectors.model_get_active()
+    version = versions_selectors.model_get_active()
     if version is None:
         return error_response("No model version is active yet.", status.HTTP_404_NOT_FOUND)
     return Response(

@@ -11,7 +11,7 @@
 4. The pretrained "base" model (for answers while no fine-tuned model is active) is loaded
    once per process and backbone.
 5. ``warm_up`` loads and runs what will serve before the first request needs it;
-   ``classifier.warmup`` calls it in a background thread in every web process.
+   ``classifier.serving.warmup`` calls it in a background thread in every web process.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 
-from classifier.calibration import DEFAULT_THRESHOLDS, Thresholds, load_thresholds
 from classifier.models import ModelVersion
-from classifier.serving import ServingModel, build_serving
+from classifier.serving.calibration import DEFAULT_THRESHOLDS, Thresholds, load_thresholds
+from classifier.serving.engine import ServingModel, build_serving
 
 log = logging.getLogger(__name__)
 

@@ -12,22 +12,30 @@ its own breeds): ``dog_threshold`` is the ``target`` quantile of their dog mass 
 fraction of dog photos is called "not a dog"), ``confidence_threshold`` the ``target``
 quantile of the confidence of the correctly answered ones (at most that fraction of right
 answers is withheld as "not sure"). The worker calibrates every run that succeeds and
-``manage.py calibrate_model`` recalibrates (classifier/services/calibration.py); they store
+``manage.py calibrate_model`` recalibrates (``calibrate_run_dir`` in serving/services.py); they store
 ``calibration.json`` in the model's folder (or in the serving cache when that folder is
 read-only), the command also with false-accept/false-reject rates measured on held-out photos.
+
+This room holds the rule, the thresholds and the measuring of photos (``signals``, ``measure``);
+it imports serving.imaging and training.data, never the model cache or Django models.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from classifier.serving.imaging import ImageRejected, decode_bytes
+from training.data import IMAGE_EXTENSIONS
+from training.files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from classifier.serving.engine import ServingModel
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +106,7 @@ def save_calibration(data: dict[str, Any], run_dir: Path, cache_dir: Path, model
     errors = []
     for path in calibration_paths(run_dir, cache_dir, model_key):
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".calibration.", suffix=".tmp", dir=path.parent)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(payload)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
+            atomic_write_bytes(path, payload)
             return path
         except OSError as exc:
             errors.append(f"{path}: {exc.strerror or exc}")
@@ -114,3 +117,63 @@ def thresholds_dict(th: Thresholds) -> dict[str, Any]:
     d = asdict(th)
     d.pop("source")
     return d
+
+
+RULE = "not a dog when dog_mass < dog_mass threshold; else not sure when confidence < confidence threshold"
+
+
+class CalibrationError(Exception):
+    """The model or its photos cannot be calibrated; the message says why."""
+
+
+def photos_in(folder: Path) -> list[tuple[Path, str]]:
+    """(photo, class folder name) under ``folder`` (one level of class folders, or photos directly)."""
+    items = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."):
+            label = path.parent.name if path.parent != folder else ""
+            items.append((path, label))
+    return items
+
+
+def signals(model: ServingModel, items: list[tuple[Path, str]]) -> dict[str, Any]:
+    """Per photo: the pretrained head's dog mass, the fine-tuned confidence, and whether it was right."""
+    dog_mass, confidence, correct, unreadable = [], [], [], 0
+    for start in range(0, len(items), 32):
+        labels, images = [], []
+        for path, label in items[start : start + 32]:
+            try:
+                image, _fmt = decode_bytes(path.read_bytes(), name=path.name)
+            except (OSError, ImageRejected):
+                unreadable += 1
+                continue
+            labels.append(label)
+            images.append(image)
+        if not images:
+            continue
+        out = model.classify(images)
+        dog_mass.extend(model.dog_mass(out.base).tolist())
+        confidence.extend(out.fine.max(axis=1).tolist())
+        correct.extend(model.class_names[int(i)] == label for i, label in zip(out.fine.argmax(axis=1), labels))
+    return {
+        "dog_mass": np.array(dog_mass),
+        "confidence": np.array(confidence),
+        "correct": np.array(correct, dtype=bool),
+        "unreadable": unreadable,
+    }
+
+
+def measure(photos: dict[str, Any], th: Thresholds) -> dict[str, Any]:
+    """What the thresholds do to a set of photos: verdict counts and rates, accuracy when named."""
+    verdicts = [th.verdict(dog_mass=d, confidence=c) for d, c in zip(photos["dog_mass"], photos["confidence"])]
+    out = rates(verdicts)
+    answered = np.array([v == DOG for v in verdicts], dtype=bool)
+    if photos["correct"].any():
+        out["top1_all"] = float(photos["correct"].mean())
+        named = photos["correct"][answered] if answered.any() else np.array([])
+        out["top1_when_named"] = float(named.mean()) if named.size else None
+    out["false_reject_rate"] = out[f"{NOT_DOG}_rate"]
+    out["withheld_rate"] = (out[NOT_DOG] + out[NOT_SURE]) / out["n"] if out["n"] else None
+    if photos["unreadable"]:
+        out["unreadable"] = photos["unreadable"]
+    return out

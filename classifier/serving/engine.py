@@ -12,14 +12,13 @@ forward pass. The graph is exported once per content (a hash of its weights) to 
 with ONNX Runtime; the export is checked against eager PyTorch on fixed inputs and refused
 (eager PyTorch serves instead) when any probability differs by more than ``TOLERANCE``.
 
-No Django here: ``classifier.inference`` owns the per-process cache and the settings.
+No Django here: ``classifier.serving.cache`` owns the per-process cache and the settings.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import tempfile
 import threading
 import time
@@ -35,6 +34,7 @@ from torch import nn
 
 from training.backbones import get_backbone, imagenet_dog_indices
 from training.data import EvalTransform, decode_image
+from training.files import atomic_path
 from training.predict import Predictor
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class ServingModel:
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """The training pipeline's evaluation view: shorter side to resize_size, centre crop, normalise.
 
-        ``images`` come from ``classifier.imaging``: RGB with the EXIF orientation already applied."""
+        ``images`` come from ``classifier.serving.imaging``: RGB with the EXIF orientation already applied."""
         p = self.preprocessing
         return torch.stack([self._transform(decode_image(img, p.resize_size, p.interpolation, orient=False)) for img in images])
 
@@ -323,29 +323,20 @@ def _attach_onnx(model: ServingModel, *, cache_dir: Path | None, threads: int) -
 
 def export_onnx(net: nn.Module, path: Path, *, image_size: int) -> None:
     """Export ``net`` (batch dimension dynamic) atomically to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     names = ["fine", "base"] if net.fine is not None and net.base is not None else (["fine"] if net.fine is not None else ["base"])
-    try:
-        net = net.to(memory_format=torch.contiguous_format)
-        dummy = torch.zeros(1, 3, image_size, image_size)
-        with torch.no_grad(), _quiet_export():
-            torch.onnx.export(
-                net,
-                (dummy,),
-                tmp,
-                input_names=["images"],
-                output_names=names,
-                dynamic_axes={"images": {0: "n"}, **{n: {0: "n"} for n in names}},
-                opset_version=17,
-                dynamo=False,
-            )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    net = net.to(memory_format=torch.contiguous_format)
+    dummy = torch.zeros(1, 3, image_size, image_size)
+    with atomic_path(path) as tmp, torch.no_grad(), _quiet_export():
+        torch.onnx.export(
+            net,
+            (dummy,),
+            str(tmp),
+            input_names=["images"],
+            output_names=names,
+            dynamic_axes={"images": {0: "n"}, **{n: {0: "n"} for n in names}},
+            opset_version=17,
+            dynamo=False,
+        )
 
 
 class _quiet_export:

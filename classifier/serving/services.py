@@ -1,28 +1,53 @@
-"""Writes for predictions and their corrections.
+"""Writes of the serving room: predictions, their corrections, and a model's calibration.
 
 ``prediction_create`` validates every uploaded photo first (nothing is stored when one is
 bad), classifies them in one batch with the active model (or, where allowed, the pretrained
 model alone), then stores one Prediction row per photo with a clean re-encoded copy of it.
 ``feedback_create`` records a "Wrong breed?" correction (merged into datasets elsewhere).
+``calibrate_run_dir`` chooses a model's not-a-dog thresholds (serving/calibration.py holds the
+rule) and ``calibration_save`` stores them; the worker calls both after every run that succeeds.
+
+Imports serving's other rooms, classifier.models and training/.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from classifier import imaging, inference
-from classifier.calibration import DOG, NOT_DOG, Thresholds
-from classifier.imaging import DecodedImage, ImageRejected
 from classifier.models import Feedback, Prediction
+from classifier.serving import cache as inference
+from classifier.serving import imaging
+from classifier.serving.cache import model_key
+from classifier.serving.calibration import (
+    DEFAULT_TARGET,
+    DOG,
+    NOT_DOG,
+    RULE,
+    CalibrationError,
+    Thresholds,
+    choose_thresholds,
+    measure,
+    photos_in,
+    save_calibration,
+    signals,
+    thresholds_dict,
+)
+from classifier.serving.engine import build_serving
+from classifier.serving.imaging import DecodedImage, ImageRejected
 
 log = logging.getLogger(__name__)
 
@@ -197,3 +222,86 @@ def feedback_create(*, prediction: Prediction, correct_label: str, user=None) ->
         correct_label=label,
         user=user if getattr(user, "is_authenticated", False) else None,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibrating a model's thresholds (the worker after every run; manage.py calibrate_model)
+# ---------------------------------------------------------------------------------------------
+def _spread(items: list, limit: int | None) -> list:
+    """At most ``limit`` items, taken evenly across the (sorted, so class-grouped) list."""
+    if not limit or len(items) <= limit:
+        return items
+    step = math.ceil(len(items) / limit)
+    return items[::step]
+
+
+def calibrate_run_dir(
+    run_dir: Path,
+    *,
+    data_dir: Path | None = None,
+    target: float = DEFAULT_TARGET,
+    dogs: Path | None = None,
+    not_dogs: Path | None = None,
+    max_dog_mass_photos: int | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Choose and measure the thresholds of the model in ``run_dir``; returns the report that
+    ``save_calibration`` stores (nothing is written here). Raises CalibrationError."""
+    run_dir = Path(run_dir)
+    validation_file = run_dir / "validation.json"
+    if not validation_file.is_file():
+        raise CalibrationError(f"{validation_file} is missing: calibration uses the run's validation photos.")
+    if not 0.0 <= target < 0.5:
+        raise CalibrationError("The target must be at least 0 and below 0.5.")
+    validation = json.loads(validation_file.read_text())
+    meta = json.loads((run_dir / "meta.json").read_text())
+    config = meta.get("config", {})
+    data_dir = Path(data_dir or validation.get("root") or config.get("val_dir") or config["data_dir"])
+    if not data_dir.is_dir():
+        raise CalibrationError(f"The validation photos' folder {data_dir} does not exist.")
+
+    model = build_serving(
+        run_dir,
+        cache_dir=Path(settings.BREEDLAB_SERVING_CACHE_DIR),
+        engine=settings.BREEDLAB_INFERENCE_ENGINE,
+        threads=threads or settings.BREEDLAB_INFERENCE_THREADS,
+    )
+    if model.base_class_names is None:
+        raise CalibrationError("The pretrained weights of this backbone are not available: the dog-class mass cannot be computed.")
+
+    val_items = [(data_dir / p["path"], p["true"]) for p in validation.get("predictions", [])]
+    val = signals(model, val_items)
+    if not val["dog_mass"].size:
+        raise CalibrationError(f"None of the validation photos could be read under {data_dir}.")
+    root = Path(config.get("data_dir") or data_dir)
+    breeds = set(model.class_names)
+    all_dogs = [(p, label) for p, label in photos_in(root) if label in breeds] if root.is_dir() else []
+    all_dogs = _spread(all_dogs, max_dog_mass_photos)
+    dog_photos = signals(model, all_dogs) if len(all_dogs) > len(val_items) else val
+    th = choose_thresholds(dog_photos["dog_mass"], val["confidence"][val["correct"]], target=target)
+    report: dict[str, Any] = {
+        "thresholds": thresholds_dict(th),
+        "target_false_reject": target,
+        "rule": RULE,
+        "created_at": timezone.now().isoformat(),
+        "engine": model.engine,
+        "dog_mass_calibration_photos": int(dog_photos["dog_mass"].size),
+        "dog_mass_quantiles": {
+            q: float(np.quantile(dog_photos["dog_mass"], float(q))) for q in ("0.01", "0.03", "0.05", "0.1", "0.5")
+        },
+        "validation": {"folder": str(data_dir), **measure(val, th)},
+    }
+    if dogs:
+        report["held_out_dogs"] = {"folder": str(dogs), **measure(signals(model, photos_in(dogs)), th)}
+    if not_dogs:
+        groups = {}
+        subfolders = sorted(p for p in Path(not_dogs).iterdir() if p.is_dir())
+        for folder in subfolders or [Path(not_dogs)]:
+            groups[folder.name] = measure(signals(model, [(p, "") for p, _ in photos_in(folder)]), th)
+        report["not_dogs"] = {"folder": str(not_dogs), **groups}
+    return report
+
+
+def calibration_save(*, report: dict[str, Any], run_dir: Path) -> Path:
+    """Store a report beside the model (or in the serving cache when its folder is read-only)."""
+    return save_calibration(report, run_dir, Path(settings.BREEDLAB_SERVING_CACHE_DIR), model_key(run_dir))

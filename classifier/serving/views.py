@@ -20,12 +20,14 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from PIL import Image
 
-from classifier import inference, ratelimit, selectors
-from classifier.calibration import DOG, NOT_DOG
-from classifier.forms.classify import ClassifyForm, FeedbackForm, readable_label
-from classifier.imaging import ImageRejected
 from classifier.models import Prediction
-from classifier.services.predictions import FeedbackError, feedback_create, prediction_create
+from classifier.serving import cache as inference
+from classifier.serving import ratelimit
+from classifier.serving.calibration import DOG, NOT_DOG
+from classifier.serving.forms import ClassifyForm, FeedbackForm, readable_label
+from classifier.serving.imaging import ImageRejected
+from classifier.serving.services import FeedbackError, feedback_create, prediction_create
+from classifier.versions import selectors as versions_selectors
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +83,10 @@ def result_context(prediction: Prediction) -> dict:
 
 
 def _page(request: HttpRequest, *, form: ClassifyForm, status: int = 200, error: str | None = None, prediction=None) -> HttpResponse:
-    context = {"form": form, "active_model": selectors.model_get_active(), "error": error}
+    context = {"form": form, "active_model": versions_selectors.model_get_active(), "error": error}
     if prediction is not None:
         context.update(result_context(prediction))
-    template = "classifier/partials/classify_result.html" if _is_fetch(request) else "classifier/home.html"
+    template = "classifier/serving/_classify_result.html" if _is_fetch(request) else "classifier/serving/home.html"
     return render(request, template, context, status=status)
 
 

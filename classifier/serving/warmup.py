@@ -23,7 +23,7 @@ def warm_up() -> str:
     from django.db import connection
     from django.urls import get_resolver
 
-    from classifier import inference
+    from classifier.serving import cache as inference
 
     try:
         get_resolver().url_patterns  # noqa: B018 - the attribute access imports the views

@@ -9,11 +9,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from classifier import selectors
-from classifier.api.errors import error_response
-from classifier.api.runs import get_or_404
 from classifier.models import ModelVersion
-from classifier.services import versions as version_services
+from classifier.versions import selectors
+from classifier.versions import services as version_services
+from classifier.web.errors import error_response, get_or_404
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):

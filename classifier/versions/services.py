@@ -2,7 +2,7 @@
 
 Promotion is one transaction (deactivate the old version, activate the new one, stamp
 promoted_at/promoted_by). After it commits, the cache key ``breedlab:active_model`` changes so
-every web process notices on its next request (classifier.inference compares it, with the
+every web process notices on its next request (classifier.serving.cache compares it, with the
 active id and promoted_at, to what it has loaded).
 """
 
@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from classifier.datasets.selectors import split_key
 from classifier.models import ModelVersion, TrainingRun
 from training.checkpoint import META_FILE, MODEL_FILE, read_json
 
@@ -36,8 +37,6 @@ def model_files_present(version: ModelVersion) -> bool:
 
 def model_register_from_run(*, run: TrainingRun) -> ModelVersion:
     """The ModelVersion of a succeeded run (inactive; idempotent for a run that already has one)."""
-    from classifier.services.runs import split_key
-
     existing = ModelVersion.objects.filter(run=run).first()
     if existing is not None:
         return existing

@@ -8,10 +8,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from classifier import selectors
 from classifier.models import ModelVersion
-from classifier.services import versions as version_services
-from classifier.views.access import staff_required
+from classifier.versions import selectors
+from classifier.versions import services as version_services
+from classifier.web.access import staff_required
 
 
 @require_GET
@@ -20,7 +20,7 @@ def model_list(request: HttpRequest) -> HttpResponse:
     versions = selectors.model_list()
     return render(
         request,
-        "classifier/model_list.html",
+        "classifier/versions/list.html",
         {
             "versions": versions,
             "can_rollback": versions.filter(is_active=False, promoted_at__isnull=False).exists(),

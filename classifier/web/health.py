@@ -1,4 +1,8 @@
-"""Health of the dependencies one web process relies on: database, broker, worker, active model."""
+"""Health of the dependencies one web process relies on: database, broker, worker, active model;
+and the /api/health endpoint that reports it.
+
+Shared (web/); imports versions.selectors and Django/DRF.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,14 @@ from pathlib import Path
 import redis
 from django.conf import settings
 from django.db import connection
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.decorators import api_view, permission_classes
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
 
-from classifier import selectors
+from classifier.versions import selectors as versions_selectors
 
 
 @dataclass
@@ -61,7 +71,7 @@ def check_worker() -> Check:
 
 
 def check_model() -> Check:
-    version = selectors.model_get_active()
+    version = versions_selectors.model_get_active()
     if version is None:
         return Check("none", "no fine-tuned model is active yet")
     folder = Path(settings.RUNS_ROOT) / version.path
@@ -79,3 +89,31 @@ def health_report() -> tuple[bool, dict]:
     checks["model"] = check_model() if not checks["database"].failing else Check("down", "database is down")
     healthy = not any(check.failing for check in checks.values())
     return healthy, {"status": "ok" if healthy else "down", **{name: c.as_dict() for name, c in checks.items()}}
+
+
+_check = inline_serializer(
+    "HealthCheck", fields={"status": serializers.CharField(), "detail": serializers.CharField()}
+)
+
+
+@extend_schema(
+    summary="State of the database, the broker, the training worker and the active model",
+    responses={
+        200: inline_serializer(
+            "Health",
+            fields={
+                "status": serializers.CharField(),
+                "database": _check,
+                "broker": _check,
+                "worker": _check,
+                "model": _check,
+            },
+        ),
+        503: OpenApiResponse(description="A dependency is down; the body has the same shape."),
+    },
+)
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def health(request: Request) -> Response:
+    healthy, report = health_report()
+    return Response(report, status=status.HTTP_200_OK if healthy else status.HTTP_503_SERVICE_UNAVAILABLE)

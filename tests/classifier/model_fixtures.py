@@ -98,7 +98,7 @@ def fresh_serving(settings):
     """Rate limit counters and the per-process model cache start empty (loaded models are kept by files)."""
     from django.core.cache import cache
 
-    from classifier import inference
+    from classifier.serving import cache as inference
 
     cache.clear()
     inference.reset_current()

@@ -34,7 +34,7 @@ def copy_tiny_dataset(source: Path, target: Path, *, breeds=TINY_BREEDS, per_cla
 
 def make_dataset_row(folder: Path, relpath: str, *, name: str = "tiny", version: int = 1):
     """A ready Dataset row for an ImageFolder under DATASETS_ROOT, with a real report and split."""
-    from classifier.dataset_report import build_report, stratified_split
+    from classifier.datasets.report import build_report, stratified_split
     from classifier.models import Dataset
 
     report = build_report(folder)
@@ -72,7 +72,7 @@ def tiny_dataset(db, settings, stanford_dogs_dir, tiny_weights):
 @pytest.fixture
 def enqueued(monkeypatch):
     """Record what would be sent to the `training` queue instead of talking to a broker."""
-    from classifier import tasks
+    from classifier.runs import tasks
 
     calls: list[dict] = []
 

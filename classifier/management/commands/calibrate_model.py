@@ -21,9 +21,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from classifier.inference import run_dir_for
 from classifier.models import ModelVersion
-from classifier.services.calibration import CalibrationError, calibrate_run_dir, save
+from classifier.serving.cache import run_dir_for
+from classifier.serving.services import CalibrationError, calibrate_run_dir, calibration_save
 
 
 class Command(BaseCommand):
@@ -53,7 +53,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         self.stdout.write(json.dumps(report, indent=2))
         if not opts["dry_run"]:
-            path = save(report, run_dir)
+            path = calibration_save(report=report, run_dir=run_dir)
             self.stdout.write(self.style.SUCCESS(f"Wrote {path}"))
 
     def _run_dir(self, opts) -> Path:

@@ -14,10 +14,11 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from classifier import runconfig, selectors
-from classifier.forms.runs import CONFIG_FIELDS, RunForm
+from classifier.datasets import selectors as datasets_selectors
 from classifier.models import Dataset, TrainingRun
-from classifier.services import runs as run_services
+from classifier.runs import config as runconfig
+from classifier.runs import services as run_services
+from classifier.runs.forms import CONFIG_FIELDS, RunForm
 
 _TYPES = {"head_epochs": int, "finetune_epochs": int, "unfreeze_blocks": int, "batch_size": int, "image_size": int,
           "early_stopping_patience": int, "seed": int}
@@ -51,7 +52,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            dataset = selectors.dataset_get_by_ref(options["dataset"])
+            dataset = datasets_selectors.dataset_get_by_ref(options["dataset"])
         except Dataset.DoesNotExist:
             raise CommandError(f"No dataset {options['dataset']!r}.", returncode=2) from None
         user = None

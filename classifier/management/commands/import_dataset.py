@@ -14,7 +14,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from classifier.services import datasets as dataset_services
+from classifier.datasets import services as dataset_services
 
 # Oxford-IIIT Pet has 37 breeds: 25 dogs and 12 cats. torchvision names them by title-casing the
 # file-name prefix ("american_pit_bull_terrier" -> "American Pit Bull Terrier"); the dataset marks

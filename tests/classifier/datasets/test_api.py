@@ -8,8 +8,8 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from classifier.datasets import services as services
 from classifier.models import Dataset
-from classifier.services import datasets as services
 from tests.classifier.dataset_archives import HOSTILE_CASES, Case, files_under, imagefolder_entries, make_zip
 
 pytestmark = pytest.mark.django_db

@@ -1,4 +1,4 @@
-"""classifier.archives: safe, streaming extraction of users' ZIP and tar archives.
+"""classifier.datasets.archives: safe, streaming extraction of users' ZIP and tar archives.
 
 Every archive is built in tmp_path at test time. Refusals are checked to leave the whole tmp
 folder exactly as it was; successes may only add the destination folder.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from classifier.archives import ArchiveError, ArchiveLimits, ExtractResult, extract_archive
+from classifier.datasets.archives import ArchiveError, ArchiveLimits, ExtractResult, extract_archive
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""classifier.dataset_report: checking an ImageFolder dataset and splitting it."""
+"""classifier.datasets.report: checking an ImageFolder dataset and splitting it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from classifier.dataset_report import build_report, stratified_split
+from classifier.datasets.report import build_report, stratified_split
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""classifier.services.datasets: imports, versions, merges of corrections, deletion."""
+"""classifier.datasets.services: imports, versions, merges of corrections, deletion."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from django.core.files.base import ContentFile
 
-from classifier import selectors
+from classifier.datasets import selectors
+from classifier.datasets import services as services
 from classifier.models import Dataset, Feedback, Prediction
-from classifier.services import datasets as services
 from tests.classifier.dataset_archives import files_under, imagefolder_entries, jpeg_bytes, make_zip
 
 pytestmark = pytest.mark.django_db
@@ -189,7 +189,7 @@ def test_the_reaper_fails_imports_interrupted_long_ago_and_removes_their_partial
 
     from django.utils import timezone
 
-    from classifier.tasks import reap_interrupted_imports
+    from classifier.datasets.tasks import reap_interrupted_imports
 
     settings.BREEDLAB_IMPORT_TIMEOUT = 3600
     archive = make_zip(tmp_path / "dogs.zip", imagefolder_entries({"beagle": 3, "pug": 3}))

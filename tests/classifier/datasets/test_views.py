@@ -10,8 +10,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from classifier.datasets import services as services
 from classifier.models import Dataset, Feedback, Prediction
-from classifier.services import datasets as services
 from tests.classifier.dataset_archives import (
     HOSTILE_CASES,
     Case,
@@ -297,8 +297,7 @@ def test_the_admin_add_button_leads_to_the_upload_page(staff_client):
 
 
 def test_the_run_form_can_list_only_usable_datasets(tmp_path):
-    from classifier import selectors
-
+    from classifier.datasets import selectors
     good = make_ready_dataset(tmp_path)
     one_class = make_zip(tmp_path / "one.zip", imagefolder_entries({"beagle": 6}))
     bad = services.dataset_import_archive(name="one", archive_path=one_class)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from classifier.models import TrainingRun
-from classifier.services.runs import run_create
+from classifier.runs.services import run_create
 from tests.classifier.run_fixtures import TINY_CONFIG
 from tests.classifier.worker_fixtures import WorkerGroup, celery_sending_to, wait_for, worker_env
 from tests.services import EmbeddedRedis

@@ -7,7 +7,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from classifier.models import TrainingRun
-from classifier.services import runs as run_services
+from classifier.runs import services as run_services
 
 pytestmark = pytest.mark.django_db
 SPLIT = {"train": ["a/1.jpg"], "val": ["a/2.jpg"]}

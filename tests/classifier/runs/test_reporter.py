@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from classifier.models import EpochMetric, TrainingRun
-from classifier.reporting import DbReporter
+from classifier.runs.reporter import DbReporter
 from training.reporting import Reporter
 
 pytestmark = pytest.mark.django_db

@@ -10,8 +10,8 @@ import pytest
 from django.utils import timezone
 
 from classifier.models import EpochMetric, ModelVersion, TrainingRun
-from classifier.runconfig import RunConfigError
-from classifier.services import runs as run_services
+from classifier.runs import services as run_services
+from classifier.runs.config import RunConfigError
 from tests.classifier.run_fixtures import TINY_CONFIG
 from training.errors import Cancelled, NonFiniteLoss
 
@@ -47,7 +47,7 @@ def test_it_creates_a_queued_run_with_the_full_config_and_enqueues_its_id_after_
 
 
 def test_the_time_limit_grows_with_the_work_and_stops_at_the_maximum(settings):
-    from classifier.runconfig import build_config, time_limit_seconds
+    from classifier.runs.config import build_config, time_limit_seconds
 
     small = time_limit_seconds(build_config({"finetune_epochs": 1}), image_count=100)
     big = time_limit_seconds(build_config({"finetune_epochs": 20}), image_count=5000)
@@ -92,7 +92,7 @@ def test_it_rejects_an_invalid_config_with_one_sentence(make_dataset, config, fi
 
 
 def test_an_unreachable_broker_fails_the_run_with_that_reason(make_dataset, monkeypatch):
-    from classifier import tasks
+    from classifier.runs import tasks
 
     def broken(*args, **kwargs):
         raise ConnectionRefusedError("Connection refused")
@@ -135,7 +135,7 @@ def test_a_run_trains_writes_its_epochs_registers_a_model_and_promotes_when_aske
     calibration = json.loads((out / "calibration.json").read_text())
     assert calibration["validation"]["n"] == len(tiny_dataset.split["val"])
     assert run.result["calibration"]["thresholds"] == calibration["thresholds"]
-    from classifier import inference
+    from classifier.serving import cache as inference
 
     inference.reset_current()
     assert inference.get_active().thresholds.source == "calibration.json"
@@ -143,7 +143,7 @@ def test_a_run_trains_writes_its_epochs_registers_a_model_and_promotes_when_aske
 
 
 def test_a_run_whose_calibration_fails_still_succeeds_and_says_so(tiny_dataset, settings, monkeypatch):
-    from classifier.services import calibration
+    from classifier.serving import services as calibration
 
     def broken(*args, **kwargs):
         raise calibration.CalibrationError("no photos today")
@@ -158,7 +158,7 @@ def test_a_run_whose_calibration_fails_still_succeeds_and_says_so(tiny_dataset, 
 
 
 def test_a_cancel_requested_mid_run_ends_it_cancelled_with_a_checkpoint(tiny_dataset, settings, monkeypatch):
-    from classifier.reporting import DbReporter
+    from classifier.runs.reporter import DbReporter
 
     run = queued_run(tiny_dataset, config={"head_epochs": 3, "finetune_epochs": 3})
     original = DbReporter.on_epoch_end

@@ -35,7 +35,7 @@ def worker(celery_app, redis_url, tmp_path, settings):
 
 def test_a_real_worker_runs_a_task_sent_through_redis(worker, celery_app, make_run, tmp_path):
     _app, conn = celery_app
-    from classifier.tasks import reap_stale_runs
+    from classifier.runs.tasks import reap_stale_runs
 
     long_ago = timezone.now() - timedelta(hours=1)
     # Two attempts used up (the default BREEDLAB_MAX_RUN_ATTEMPTS): the reaper fails it instead of re-queueing.

@@ -1,4 +1,4 @@
-"""Decode every file of a folder with classifier.imaging inside a hard address-space limit.
+"""Decode every file of a folder with classifier.serving.imaging inside a hard address-space limit.
 
     python -m tests.classifier.decode_under_limit FOLDER HEADROOM_MB
 
@@ -30,7 +30,7 @@ def main() -> int:
     import django
 
     django.setup()
-    from classifier.imaging import ImageRejected, decode_bytes
+    from classifier.serving.imaging import ImageRejected, decode_bytes
 
     files = sorted(folder.iterdir())
     payloads = [(f.name, f.read_bytes()) for f in files]

@@ -1,4 +1,4 @@
-"""classifier.serving / classifier.inference: the fast path equals eager torch; versions swap safely."""
+"""classifier.serving.engine / classifier.serving.cache: the fast path equals eager torch; versions swap safely."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from classifier import inference, serving
-from classifier.calibration import DEFAULT_THRESHOLDS, DOG, NOT_DOG, NOT_SURE, Thresholds, choose_thresholds
+from classifier.serving import cache as inference
+from classifier.serving import engine as serving
+from classifier.serving.calibration import DEFAULT_THRESHOLDS, DOG, NOT_DOG, NOT_SURE, Thresholds, choose_thresholds
 
 pytestmark = pytest.mark.usefixtures("fresh_serving")
 
@@ -52,7 +53,7 @@ def test_the_before_branch_equals_the_pretrained_network_with_its_own_head(finet
 
 def test_an_export_that_differs_from_eager_torch_is_refused_for_eager_torch(finetuned_run, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(serving, "TOLERANCE", -1.0)
-    with caplog.at_level(logging.WARNING, logger="classifier.serving"):
+    with caplog.at_level(logging.WARNING, logger="classifier.serving.engine"):
         model = serving.build_serving(finetuned_run, cache_dir=tmp_path, threads=1)
     assert model.engine == "torch" and model.session is None
     assert "differs from eager PyTorch" in caplog.text
@@ -90,7 +91,7 @@ def test_a_checkpoint_that_fails_to_load_is_refused_and_the_old_model_keeps_serv
     (broken / "meta.json").write_text((finetuned_run / "meta.json").read_text())
     (broken / "model.safetensors").write_bytes((finetuned_run / "model.safetensors").read_bytes()[:1000])
     bad = register_version(broken, name="bad")
-    with caplog.at_level(logging.ERROR, logger="classifier.inference"):
+    with caplog.at_level(logging.ERROR, logger="classifier.serving.cache"):
         loaded = inference.get_active()
     assert loaded.version_id == good.pk
     assert f"refusing model version {bad.pk}" in caplog.text and f"version {good.pk} keeps serving" in caplog.text
@@ -141,7 +142,7 @@ def test_a_failed_warm_up_is_logged_and_never_raises(db, monkeypatch, caplog):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(inference, "get_active", broken)
-    with caplog.at_level(logging.WARNING, logger="classifier.inference"):
+    with caplog.at_level(logging.WARNING, logger="classifier.serving.cache"):
         assert inference.warm_up() == "warm-up failed: disk on fire"
     assert "the first request will load the model" in caplog.text
 
@@ -149,7 +150,7 @@ def test_a_failed_warm_up_is_logged_and_never_raises(db, monkeypatch, caplog):
 def test_the_background_warm_up_imports_the_views_and_loads_the_model_only_when_enabled(db, settings, monkeypatch):
     import django.urls
 
-    from classifier import warmup
+    from classifier.serving import warmup
 
     calls = []
 

@@ -1,4 +1,4 @@
-"""classifier.imaging: what an upload must be to reach the model, and what gets stored."""
+"""classifier.serving.imaging: what an upload must be to reach the model, and what gets stored."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from PIL import Image
 
-from classifier import imaging
-from classifier.imaging import ImageRejected, open_upload
+from classifier.serving import imaging
+from classifier.serving.imaging import ImageRejected, open_upload
 
 
 def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:

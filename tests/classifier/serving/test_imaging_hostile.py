@@ -1,4 +1,4 @@
-"""Hostile photos against classifier.imaging: truncated files of every accepted format, decompression
+"""Hostile photos against classifier.serving.imaging: truncated files of every accepted format, decompression
 bombs whose headers promise billions of pixels, and a corpus of both plus mutated variants decoded
 in a separate process under a hard memory limit (RLIMIT_AS): only ImageRejected may come out.
 
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifier.imaging import ImageRejected, decode_bytes
+from classifier.serving.imaging import ImageRejected, decode_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")

@@ -9,7 +9,7 @@ import pytest
 from django.core.cache import cache
 
 from classifier.models import ModelVersion, TrainingRun
-from classifier.services import versions as version_services
+from classifier.versions import services as version_services
 
 pytestmark = pytest.mark.django_db
 
@@ -110,7 +110,7 @@ def test_promote_if_better_evaluates_the_active_model_on_the_new_runs_split(tiny
     """Same classes, another split: the active model is scored on the new run's validation photos."""
     from PIL import Image
 
-    from classifier.services import runs as run_services
+    from classifier.runs import services as run_services
     from tests.classifier.run_fixtures import TINY_BREEDS, TINY_CONFIG, make_dataset_row
     from training.predict import Predictor
 

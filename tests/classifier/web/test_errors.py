@@ -3,7 +3,7 @@ from django.http import Http404
 from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
-from classifier.api.errors import json_error_handler
+from classifier.web.errors import json_error_handler
 
 
 def _handle(exc):

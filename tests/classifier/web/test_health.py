@@ -1,7 +1,7 @@
 import pytest
 
-from classifier import health
 from classifier.models import ModelVersion
+from classifier.web import health
 
 pytestmark = pytest.mark.django_db
 

@@ -1,0 +1,55 @@
+"""Reads about training runs: filtered lists, comparisons, a run's validation report.
+
+Imports classifier.models only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.conf import settings
+from django.db.models import QuerySet
+
+from classifier.models import TrainingRun
+
+
+def run_list(*, status: str | None = None, backbone: str | None = None, dataset_id: int | None = None) -> QuerySet[TrainingRun]:
+    runs = TrainingRun.objects.select_related("dataset", "created_by")
+    if status:
+        runs = runs.filter(status=status)
+    if backbone:
+        runs = runs.filter(config__backbone=backbone)
+    if dataset_id:
+        runs = runs.filter(dataset_id=dataset_id)
+    return runs
+
+
+def run_backbones() -> list[str]:
+    """Backbones that at least one run used (for the run list's filter)."""
+    names = TrainingRun.objects.values_list("config__backbone", flat=True).distinct()
+    return sorted({str(name) for name in names if name})
+
+
+def runs_by_ids(ids: list[int]) -> list[TrainingRun]:
+    """The runs with these ids, in the order given (unknown ids are left out)."""
+    found = TrainingRun.objects.select_related("dataset", "created_by").in_bulk(ids)
+    return [found[i] for i in ids if i in found]
+
+
+def run_validation_report(run: TrainingRun) -> dict | None:
+    """The run's validation.json (confusion matrix, per-class metrics, per-image predictions), or None."""
+    if not run.out_dir:
+        return None
+    path = Path(settings.RUNS_ROOT) / run.out_dir / "validation.json"
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def per_class_rows(report: dict) -> list[dict]:
+    """Per-class precision/recall/f1/support rows, worst recall first."""
+    rows = [{"name": name, **values} for name, values in (report.get("per_class") or {}).items()]
+    return sorted(rows, key=lambda row: (row.get("recall", 0.0), row["name"]))

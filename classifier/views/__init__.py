@@ -1,1 +1,0 @@
-"""Web pages. One module per area: classify, runs, versions (models), datasets."""
