@@ -1,6 +1,7 @@
 """Safe extraction of users' ZIP and tar archives in ImageFolder layout (one folder per class).
 
-Pure Python (no Django) so it can be tested without a database. The one entry point is
+Pure Python (no Django; imports archive_members and training.data) so it can be tested without a
+database. The one entry point is
 ``extract_archive(archive_path, dest, limits=...)``. It
 
 1. detects the format by content (``zipfile.is_zipfile`` / ``tarfile.is_tarfile``), never by name;
@@ -19,21 +20,24 @@ Pure Python (no Django) so it can be tested without a database. The one entry po
 
 from __future__ import annotations
 
-import lzma
 import os
 import re
 import shutil
-import stat
-import tarfile
 import tempfile
 import unicodedata
-import zipfile
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
+from classifier.datasets.archive_members import (
+    READ_ERRORS,
+    ArchiveError,
+    ArchiveLimits,
+    Entry,
+    detect_format,
+    human_bytes,
+    open_entries,
+)
 from training.data import IMAGE_EXTENSIONS
 
 __all__ = ["ArchiveError", "ArchiveLimits", "ExtractResult", "extract_archive"]
@@ -46,36 +50,9 @@ FLATTEN_SEPARATOR = "__"
 SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})
 
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
-_ZIP_UTF8_FLAG = 0x800
-_ZIP_ENCRYPTED_FLAG = 0x1
-# Errors that reading a damaged archive can raise from zipfile, tarfile and the decompressors.
-_READ_ERRORS = (zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError, EOFError, OSError)
 
 
-class ArchiveError(ValueError):
-    """The archive is unsafe, damaged or too large. The message is one sentence for the user."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class ArchiveLimits:
-    """Caps that make zip bombs and file-count bombs fail fast.
-
-    ``max_entries`` counts every entry (files, folders, skipped junk). ``max_ratio`` is checked per
-    ZIP member and for the archive as a whole, but only once more than ``ratio_grace_bytes`` have
-    been written, so small, very compressible files do not trip it.
-    """
-
-    max_total_bytes: int = 2 * 1024**3
-    max_entries: int = 100_000
-    max_ratio: float = 200.0
-    ratio_grace_bytes: int = 1024**2
-
-    def __post_init__(self) -> None:
-        for name in ("max_total_bytes", "max_entries", "max_ratio"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"ArchiveLimits.{name} must be positive, got {getattr(self, name)!r}")
-        if self.ratio_grace_bytes < 0:
-            raise ValueError(f"ArchiveLimits.ratio_grace_bytes must be >= 0, got {self.ratio_grace_bytes!r}")
+DEFAULT_LIMITS = ArchiveLimits()
 
 
 @dataclass(frozen=True)
@@ -108,24 +85,13 @@ class ExtractResult:
 
 
 @dataclass
-class _Entry:
-    """One archive member, format-independent. ``open`` is valid only while it is the current one."""
-
-    name: str
-    kind: str  # "file" | "dir" | "symlink" | "hardlink" | "special"
-    open: Callable[[], BinaryIO] | None = None
-    compressed_size: int | None = None  # ZIP only
-    encrypted: bool = False
-
-
-@dataclass
 class _Staged:
     name: str  # as written in the archive, for messages
     parts: tuple[str, ...]
     blob: Path
 
 
-def extract_archive(archive_path: Path, dest: Path, *, limits: ArchiveLimits = ArchiveLimits()) -> ExtractResult:
+def extract_archive(archive_path: Path, dest: Path, *, limits: ArchiveLimits = DEFAULT_LIMITS) -> ExtractResult:
     """Extract ``archive_path`` (ZIP or tar, any compression) into ``dest`` in ImageFolder layout.
 
     ``dest`` must not exist or must be an empty folder. Raises ``ArchiveError`` (and leaves nothing
@@ -136,7 +102,7 @@ def extract_archive(archive_path: Path, dest: Path, *, limits: ArchiveLimits = A
     label = archive_path.name or str(archive_path)
     if not archive_path.is_file():
         raise ArchiveError(f"{label} does not exist or is not a file.")
-    fmt = _detect_format(archive_path, label)
+    fmt = detect_format(archive_path, label)
     if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
         raise ArchiveError(f"The destination {dest} already exists and is not an empty folder.")
 
@@ -146,7 +112,7 @@ def extract_archive(archive_path: Path, dest: Path, *, limits: ArchiveLimits = A
     try:
         blobs = staging / "blobs"
         blobs.mkdir()
-        with _open_entries(archive_path, fmt, label, blobs, limits) as entries:
+        with open_entries(archive_path, fmt, label, blobs, limits) as entries:
             staged, dirs, skipped, total = _stage(entries, blobs, label, limits, archive_path.stat().st_size)
         out = staging / "out"
         out.mkdir()
@@ -188,122 +154,11 @@ def _make_parents(folder: Path) -> list[Path]:
     return list(reversed(missing))
 
 
-def _detect_format(path: Path, label: str) -> str:
-    if zipfile.is_zipfile(path):
-        return "zip"
-    try:
-        if tarfile.is_tarfile(path):
-            return "tar"
-    except (*_READ_ERRORS, ValueError):
-        pass
-    raise ArchiveError(f"{label} is neither a ZIP nor a tar archive.")
-
-
-class _open_entries:
-    """Context manager yielding an iterator of ``_Entry`` for either format."""
-
-    def __init__(self, path: Path, fmt: str, label: str, blobs: Path, limits: ArchiveLimits) -> None:
-        self.path, self.fmt, self.label, self.blobs, self.limits = path, fmt, label, blobs, limits
-        self._archive: zipfile.ZipFile | tarfile.TarFile | None = None
-
-    def __enter__(self) -> Iterator[_Entry]:
-        try:
-            if self.fmt == "zip":
-                self._archive = zipfile.ZipFile(self.path)
-                _refuse_declared_excess(self._archive, self.label, self.limits)
-                return _zip_entries(self._archive)
-            # "r:*" (not the "r|*" stream mode): the file objects it uses decompress in bounded chunks.
-            self._archive = tarfile.open(self.path, mode="r:*", encoding="utf-8", errors="surrogateescape")
-            return _tar_entries(self._archive, self.label, self.blobs)
-        except _READ_ERRORS as exc:
-            raise ArchiveError(f"{self.label} is a damaged {self.fmt.upper()} archive ({exc}).") from exc
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._archive is not None:
-            self._archive.close()
-
-
-def _refuse_declared_excess(archive: zipfile.ZipFile, label: str, limits: ArchiveLimits) -> None:
-    """Fail before writing anything when the central directory already admits too much. Declared
-    sizes are not trusted otherwise: the copy counts real bytes."""
-    infos = archive.infolist()
-    if len(infos) > limits.max_entries:
-        raise ArchiveError(f"{label} has more than {limits.max_entries:,} entries.")
-    if sum(info.file_size for info in infos) > limits.max_total_bytes:
-        raise ArchiveError(f"{label} unpacks to more than {_human(limits.max_total_bytes)}.")
-
-
-def _zip_name(info: zipfile.ZipInfo) -> str:
-    """The member's name. zipfile decodes UTF-8 when flag 0x800 is set and cp437 otherwise; many
-    tools write UTF-8 without setting the flag, so a cp437 name that is valid UTF-8 is taken as such."""
-    name = info.filename
-    if not info.flag_bits & _ZIP_UTF8_FLAG and not name.isascii():
-        try:
-            name = name.encode("cp437").decode("utf-8")
-        except UnicodeError:
-            pass
-    return name
-
-
-def _zip_entries(archive: zipfile.ZipFile) -> Iterator[_Entry]:
-    for info in archive.infolist():
-        mode = info.external_attr >> 16
-        file_type = stat.S_IFMT(mode)
-        if stat.S_ISLNK(mode):
-            kind = "symlink"
-        elif info.is_dir() or file_type == stat.S_IFDIR:
-            kind = "dir"
-        elif file_type in (0, stat.S_IFREG):
-            kind = "file"
-        else:
-            kind = "special"
-        yield _Entry(
-            name=_zip_name(info),
-            kind=kind,
-            open=lambda info=info: archive.open(info),
-            compressed_size=info.compress_size,
-            encrypted=bool(info.flag_bits & _ZIP_ENCRYPTED_FLAG),
-        )
-
-
-def _tar_entries(archive: tarfile.TarFile, label: str, blobs: Path) -> Iterator[_Entry]:
-    while True:
-        try:
-            member = archive.next()
-        except _READ_ERRORS as exc:
-            raise ArchiveError(f"{label} is a damaged tar archive ({exc}).") from exc
-        if member is None:
-            return
-        if member.issym():
-            kind = "symlink"
-        elif member.islnk():
-            kind = "hardlink"
-        elif member.isdir():
-            kind = "dir"
-        elif member.isreg():
-            kind = "file"
-        else:  # character/block devices, FIFOs, anything unknown
-            kind = "special"
-
-        def open_member(member: tarfile.TarInfo = member) -> BinaryIO:
-            # An extra layer under our own checks: the standard library's "data" extraction filter.
-            try:
-                tarfile.data_filter(member, str(blobs))
-            except tarfile.FilterError as exc:
-                raise ArchiveError(f"{label} contains an unsafe entry ({exc}).") from exc
-            handle = archive.extractfile(member)
-            if handle is None:  # cannot happen for regular files
-                raise ArchiveError(f"{label} contains an entry that cannot be read ({member.name!r}).")
-            return handle
-
-        yield _Entry(name=member.name, kind=kind, open=open_member)
-
-
 # 2. Staging: checks and streaming copy ---------------------------------------------------------
 
 
 def _stage(
-    entries: Iterator[_Entry], blobs: Path, label: str, limits: ArchiveLimits, archive_size: int
+    entries: Iterator[Entry], blobs: Path, label: str, limits: ArchiveLimits, archive_size: int
 ) -> tuple[list[_Staged], list[tuple[str, ...]], list[tuple[str, str]], int]:
     staged: list[_Staged] = []
     dirs: list[tuple[str, ...]] = []
@@ -378,7 +233,7 @@ def _junk_reason(parts: tuple[str, ...]) -> str | None:
     return None
 
 
-def _copy_member(entry: _Entry, blob: Path, label: str, limits: ArchiveLimits, total: int, archive_size: int) -> int:
+def _copy_member(entry: Entry, blob: Path, label: str, limits: ArchiveLimits, total: int, archive_size: int) -> int:
     """Stream one member into ``blob`` counting real bytes; return the new running total."""
     assert entry.open is not None
     try:
@@ -391,7 +246,7 @@ def _copy_member(entry: _Entry, blob: Path, label: str, limits: ArchiveLimits, t
         ) from exc
     except NotImplementedError as exc:  # zipfile: compression method it cannot read
         raise ArchiveError(f"{label} uses a compression method that is not supported ({entry.name!r}).") from exc
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise ArchiveError(f"{label} is damaged: {entry.name!r} cannot be read ({exc}).") from exc
 
     written = 0
@@ -400,14 +255,14 @@ def _copy_member(entry: _Entry, blob: Path, label: str, limits: ArchiveLimits, t
         while True:
             try:
                 chunk = source.read(CHUNK_SIZE)
-            except _READ_ERRORS as exc:
+            except READ_ERRORS as exc:
                 raise ArchiveError(f"{label} is damaged: {entry.name!r} cannot be read ({exc}).") from exc
             if not chunk:
                 break
             written += len(chunk)
             total += len(chunk)
             if total > limits.max_total_bytes:
-                raise ArchiveError(f"{label} unpacks to more than {_human(limits.max_total_bytes)}.")
+                raise ArchiveError(f"{label} unpacks to more than {human_bytes(limits.max_total_bytes)}.")
             past_grace = written > limits.ratio_grace_bytes
             if member_cap is not None and past_grace and written > member_cap:
                 raise ArchiveError(
@@ -419,14 +274,6 @@ def _copy_member(entry: _Entry, blob: Path, label: str, limits: ArchiveLimits, t
                 )
             out.write(chunk)
     return total
-
-
-def _human(size: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:,} {unit}" if unit == "bytes" else f"{size:.3g} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 # 3. Layout: strip the wrapper folder, flatten deep folders, place files ------------------------

@@ -15,30 +15,37 @@ root). Rules:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
-import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
-from django.db import IntegrityError, transaction
-from django.db.models import Max, ProtectedError
+from django.db import transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
-from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
 from classifier.datasets import selectors
 from classifier.datasets.archives import ArchiveError, ArchiveLimits, extract_archive
-from classifier.datasets.report import build_report, stratified_split
+from classifier.datasets.importing import (
+    import_into,
+)
+from classifier.datasets.storage import (
+    Addition,
+    DatasetError,
+    cache_dir,
+    copy_tree,
+    link_or_copy,
+    remove_folder,
+    upload_on_disk,
+    write_addition,
+)
 from classifier.models import Dataset, Feedback
 from training.data import IMAGE_EXTENSIONS
 from training.files import atomic_write
@@ -49,31 +56,7 @@ DEFAULT_SEED = 0
 DEFAULT_VAL_FRACTION = 0.2
 MIN_VAL_FRACTION = 0.05
 MAX_VAL_FRACTION = 0.5
-MIN_SIDE = 64
-MIN_IMAGES_PER_CLASS = 5
 THUMBNAIL_SIDE = 160
-COPY_CHUNK = 1024 * 1024
-
-
-class DatasetError(Exception):
-    """A dataset cannot be imported, changed or deleted. The message is one sentence for the user.
-
-    ``dataset`` is the row that recorded the failure (status ``failed``), when one was created.
-    """
-
-    def __init__(self, message: str, *, dataset: Dataset | None = None) -> None:
-        super().__init__(message)
-        self.dataset = dataset
-
-
-@dataclass(frozen=True)
-class Addition:
-    """One file to add to a new version: ``<class_name>/<filename>``, content from ``open()``."""
-
-    class_name: str
-    filename: str
-    open: Callable[[], BinaryIO]
-    origin: str  # for the report, e.g. "correction #12"
 
 
 # 1. Imports ------------------------------------------------------------------------------------
@@ -92,7 +75,7 @@ def dataset_import_upload(
     """Import an uploaded archive. Django has already streamed a large upload to a temporary file;
     a small one (held in memory) is spooled to one here, in chunks."""
     _check_archive_size(upload.size, upload.name or "archive")
-    with _upload_on_disk(upload) as path:
+    with upload_on_disk(upload) as path:
         return dataset_import_archive(
             name=name,
             archive_path=path,
@@ -141,7 +124,7 @@ def dataset_import_archive(
         }
         return skipped, source
 
-    return _import(
+    return import_into(
         name=name, fill=fill, created_by=created_by, description=description, seed=seed, val_fraction=val_fraction
     )
 
@@ -167,10 +150,10 @@ def dataset_import_folder(
         raise DatasetError(_("%(path)s contains the datasets storage folder; choose a folder inside it.") % {"path": source})
 
     def fill(folder: Path) -> tuple[list[dict], dict]:
-        skipped = _copy_tree(source, folder)
+        skipped = copy_tree(source, folder)
         return skipped, {"kind": "folder", "name": source_label or str(source)}
 
-    return _import(
+    return import_into(
         name=name, fill=fill, created_by=created_by, description=description, seed=seed, val_fraction=val_fraction
     )
 
@@ -195,14 +178,14 @@ def dataset_new_version(
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".copying", dir=folder.parent))
         try:
             out = staging / "out"
-            shutil.copytree(parent_folder, out, symlinks=False, copy_function=_link_or_copy)
-            added = [_write_addition(out, item) for item in additions]
+            shutil.copytree(parent_folder, out, symlinks=False, copy_function=link_or_copy)
+            added = [write_addition(out, item) for item in additions]
             os.replace(out, folder)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return [], {"kind": "version", "name": str(parent), "parent": parent.pk, "added": added}
 
-    return _import(
+    return import_into(
         name=parent.name,
         parent=parent,
         fill=fill,
@@ -249,13 +232,13 @@ def dataset_delete(*, dataset: Dataset) -> None:
     if dataset.runs.exists():
         raise DatasetError(_("%(dataset)s is used by training runs and cannot be deleted.") % {"dataset": dataset})
     folder = selectors.dataset_folder(dataset)
-    cache = _cache_dir(dataset)
+    cache = cache_dir(dataset)
     try:
         with transaction.atomic():
             dataset.delete()
     except ProtectedError as exc:  # a run was created meanwhile
         raise DatasetError(_("%(dataset)s is used by training runs and cannot be deleted.") % {"dataset": dataset}) from exc
-    _remove_folder(folder)
+    remove_folder(folder)
     shutil.rmtree(cache, ignore_errors=True)
 
 
@@ -274,7 +257,7 @@ def dataset_reap_interrupted(*, now: datetime | None = None) -> list[int]:
         if Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.IMPORTING).update(
             status=Dataset.Status.FAILED, error=message
         ):
-            _remove_folder(selectors.dataset_folder(dataset))
+            remove_folder(selectors.dataset_folder(dataset))
             reaped.append(dataset.pk)
     if reaped:
         log.warning("failed interrupted dataset imports %s", reaped)
@@ -287,7 +270,7 @@ def dataset_thumbnail(*, dataset: Dataset, path: Path, relpath: str) -> Path:
     ``path`` must come from ``selectors.dataset_file_path`` (the whitelisted file)."""
     from PIL import Image, ImageOps
 
-    target = _cache_dir(dataset) / "thumbs" / f"{hashlib.sha256(relpath.encode()).hexdigest()[:40]}.jpg"
+    target = cache_dir(dataset) / "thumbs" / f"{hashlib.sha256(relpath.encode()).hexdigest()[:40]}.jpg"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -304,7 +287,7 @@ def dataset_chart(*, dataset: Dataset) -> Path:
     """The images-per-class bar chart (SVG), rendered once per dataset and cached."""
     from classifier.datasets.charts import class_counts_svg
 
-    target = _cache_dir(dataset) / "class-counts.svg"
+    target = cache_dir(dataset) / "class-counts.svg"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -346,220 +329,3 @@ def human_size(size: float) -> str:
             return f"{int(size)} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
-
-
-@contextlib.contextmanager
-def _upload_on_disk(upload: UploadedFile) -> Iterator[Path]:
-    if hasattr(upload, "temporary_file_path"):
-        yield Path(upload.temporary_file_path())
-        return
-    with tempfile.NamedTemporaryFile(prefix="breedlab-upload-", dir=settings.FILE_UPLOAD_TEMP_DIR) as handle:
-        for chunk in upload.chunks():
-            handle.write(chunk)
-        handle.flush()
-        yield Path(handle.name)
-
-
-def _import(
-    *,
-    name: str,
-    fill: Callable[[Path], tuple[list[dict], dict]],
-    created_by,
-    description: str,
-    seed: int,
-    val_fraction: float,
-    parent: Dataset | None = None,
-    inherit_split: dict | None = None,
-) -> Dataset:
-    """Reserve a row and folder, fill the folder, then report and split; or fail cleanly."""
-    name = name.strip()
-    dataset = _reserve(name=name, parent=parent, created_by=created_by, description=description)
-    folder = selectors.dataset_folder(dataset)
-    done = False
-    try:
-        extra_skipped, source = fill(folder)
-        _finish(dataset, folder, extra_skipped, source, seed=seed, val_fraction=val_fraction, inherit=inherit_split)
-        done = True
-        return dataset
-    except (ArchiveError, DatasetError) as exc:
-        message = str(exc)
-    except OSError as exc:
-        log.exception("dataset %s: import failed", dataset.pk)
-        message = _("The files could not be written: %(error)s") % {"error": exc.strerror or exc}
-    except Exception as exc:
-        log.exception("dataset %s: import failed", dataset.pk)
-        message = _("The import failed unexpectedly (%(error)s).") % {"error": type(exc).__name__}
-    finally:
-        if not done:
-            _remove_folder(folder)
-    Dataset.objects.filter(pk=dataset.pk).update(status=Dataset.Status.FAILED, error=message)
-    dataset.refresh_from_db()
-    raise DatasetError(message, dataset=dataset)
-
-
-def _reserve(*, name: str, parent: Dataset | None, created_by, description: str) -> Dataset:
-    """A new ``importing`` row with the next version number of ``name`` and an unused folder."""
-    root = Path(settings.DATASETS_ROOT)
-    for _attempt in range(5):
-        versions = Dataset.objects.filter(name=name)
-        latest_version = versions.aggregate(latest=Max("version"))["latest"] or 0
-        previous = versions.order_by("-version").first()
-        prefix = PurePosixPath(previous.path).parent.as_posix() if previous else _new_prefix(name)
-        version = latest_version + 1
-        path = f"{prefix}/v{version}"
-        if (root / path).exists():  # a leftover from a crash: never reuse or overwrite it
-            path = f"{prefix}/v{version}-{secrets.token_hex(3)}"
-        if parent is None:
-            parent = versions.filter(status=Dataset.Status.READY).order_by("-version").first()
-        try:
-            with transaction.atomic():
-                return Dataset.objects.create(
-                    name=name,
-                    version=version,
-                    parent=parent,
-                    path=path,
-                    status=Dataset.Status.IMPORTING,
-                    description=description,
-                    created_by=created_by,
-                )
-        except IntegrityError:  # someone else took this version number meanwhile
-            continue
-    raise DatasetError(_("Could not reserve a new version of %(name)s; try again.") % {"name": name})
-
-
-def _new_prefix(name: str) -> str:
-    root = Path(settings.DATASETS_ROOT)
-    slug = slugify(name)[:60].strip("-") or "dataset"
-    candidate, number = slug, 1
-    while (root / candidate).exists() or Dataset.objects.filter(path__startswith=f"{candidate}/").exists():
-        number += 1
-        candidate = f"{slug}-{number}"
-    return candidate
-
-
-def _finish(
-    dataset: Dataset,
-    folder: Path,
-    extra_skipped: list[dict],
-    source: dict,
-    *,
-    seed: int,
-    val_fraction: float,
-    inherit: dict | None,
-) -> None:
-    report = build_report(folder, min_side=MIN_SIDE, min_images_per_class=MIN_IMAGES_PER_CLASS)
-    usable: dict[str, list[str]] = report.pop("usable_files")
-    report.pop("root", None)  # the server's path is nobody's business
-    report["skipped"] = extra_skipped + report["skipped"]
-    report["source"] = source
-    split = _split(usable, seed=seed, val_fraction=val_fraction, inherit=inherit)
-    dataset.report = report
-    dataset.classes = [item["name"] for item in report["classes"] if item["images"]]
-    dataset.image_count = report["total_images"]
-    dataset.split = split
-    dataset.status = Dataset.Status.READY
-    dataset.error = ""
-    dataset.save(update_fields=["report", "classes", "image_count", "split", "status", "error"])
-
-
-def _split(usable: dict[str, list[str]], *, seed: int, val_fraction: float, inherit: dict | None) -> dict:
-    """Seeded stratified split; files already in ``inherit`` keep their side."""
-    old_train = set((inherit or {}).get("train", []))
-    old_val = set((inherit or {}).get("val", []))
-    fresh = stratified_split(
-        {name: [f for f in files if f not in old_train and f not in old_val] for name, files in usable.items()},
-        val_fraction=val_fraction,
-        seed=seed,
-    )
-    every = {f for files in usable.values() for f in files}
-    return {
-        "train": sorted((every & old_train) | set(fresh["train"])),
-        "val": sorted((every & old_val) | set(fresh["val"])),
-        "seed": seed,
-        "val_fraction": val_fraction,
-    }
-
-
-def _copy_tree(source: Path, dest: Path) -> list[dict]:
-    """Copy regular files of ``source`` into ``dest`` (via a staging folder and one rename).
-    Returns skip entries for links, hidden files and files outside class folders."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".copying", dir=dest.parent))
-    skipped: list[dict] = []
-    try:
-        out = staging / "out"
-        out.mkdir()
-        for current, dirnames, filenames in os.walk(source):
-            current_path = Path(current)
-            rel_dir = current_path.relative_to(source)
-            kept = []
-            for dirname in sorted(dirnames):
-                rel = (rel_dir / dirname).as_posix()
-                if dirname.startswith("."):
-                    skipped.append({"path": rel, "reason": "hidden", "detail": "hidden or system folder"})
-                elif (current_path / dirname).is_symlink():
-                    skipped.append({"path": rel, "reason": "link", "detail": "links are not copied"})
-                else:
-                    kept.append(dirname)
-                    (out / rel_dir / dirname).mkdir()
-            dirnames[:] = kept
-            for filename in sorted(filenames):
-                path = current_path / filename
-                rel = (rel_dir / filename).as_posix()
-                if filename.startswith(".") or filename.lower() in {"thumbs.db", "desktop.ini"}:
-                    skipped.append({"path": rel, "reason": "hidden", "detail": "hidden or system file"})
-                elif path.is_symlink():
-                    skipped.append({"path": rel, "reason": "link", "detail": "links are not copied"})
-                elif rel_dir == Path("."):
-                    skipped.append({"path": rel, "reason": "outside_class", "detail": "not inside a class folder"})
-                elif path.is_file():
-                    shutil.copyfile(path, out / rel_dir / filename, follow_symlinks=False)
-                else:
-                    skipped.append({"path": rel, "reason": "special", "detail": "not a regular file"})
-        os.replace(out, dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return skipped
-
-
-def _link_or_copy(src: str, dst: str) -> str:
-    """Datasets are never changed in place, so versions can share files through hard links."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-    return dst
-
-
-def _write_addition(out: Path, item: Addition) -> dict:
-    for part in (item.class_name, item.filename):
-        if not part or part in (".", "..") or "/" in part or "\\" in part or "\x00" in part or part.startswith("."):
-            raise DatasetError(_("%(name)r is not a valid file or class name.") % {"name": part})
-    folder = out / item.class_name
-    folder.mkdir(exist_ok=True)
-    stem, suffix = os.path.splitext(item.filename)
-    target, number = folder / item.filename, 1
-    while target.exists():
-        number += 1
-        target = folder / f"{stem}~{number}{suffix}"
-    with item.open() as source, open(target, "xb") as handle:
-        shutil.copyfileobj(source, handle, COPY_CHUNK)
-    return {"path": f"{item.class_name}/{target.name}", "origin": item.origin}
-
-
-def _remove_folder(folder: Path) -> None:
-    """Remove a dataset folder and its name folder when that is left empty (never the root)."""
-    root = Path(settings.DATASETS_ROOT).resolve()
-    if not folder.resolve().is_relative_to(root) or folder.resolve() == root:
-        return
-    shutil.rmtree(folder, ignore_errors=True)
-    parent = folder.parent
-    if parent.resolve() != root:
-        with contextlib.suppress(OSError):
-            parent.rmdir()
-
-
-def _cache_dir(dataset: Dataset) -> Path:
-    """Derived files of one dataset. Keyed by id and folder, so a reused id never sees stale files."""
-    key = hashlib.sha256(f"{dataset.pk}:{dataset.path}:{dataset.created_at.isoformat()}".encode()).hexdigest()[:12]
-    return Path(settings.MEDIA_ROOT) / "cache" / "datasets" / f"{dataset.pk}-{key}"

@@ -8,7 +8,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from classifier.datasets import services as services
+from classifier.datasets import services
 from classifier.models import Dataset
 from tests.classifier.dataset_archives import HOSTILE_CASES, Case, files_under, imagefolder_entries, make_zip
 

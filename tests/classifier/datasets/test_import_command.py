@@ -18,7 +18,7 @@ from tests.classifier.dataset_archives import files_under, jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def run(*args: str) -> tuple[str, str]:

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from django.core.files.base import ContentFile
 
-from classifier.datasets import selectors
-from classifier.datasets import services as services
+from classifier.datasets import importing, selectors, services
 from classifier.models import Dataset, Feedback, Prediction
 from tests.classifier.dataset_archives import files_under, imagefolder_entries, jpeg_bytes, make_zip
 
@@ -73,7 +72,7 @@ def test_a_crash_after_extraction_removes_the_partial_folder(tmp_path, settings,
     def explode(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(services, "build_report", explode)
+    monkeypatch.setattr(importing, "build_report", explode)
     with pytest.raises(services.DatasetError, match="unexpectedly") as caught:
         services.dataset_import_archive(name="dogs", archive_path=archive)
     assert caught.value.dataset.status == Dataset.Status.FAILED

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from classifier.datasets import services as services
+from classifier.datasets import services
 from classifier.models import Dataset, Feedback, Prediction
 from tests.classifier.dataset_archives import (
     HOSTILE_CASES,

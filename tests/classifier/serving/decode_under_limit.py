@@ -1,6 +1,6 @@
 """Decode every file of a folder with classifier.serving.imaging inside a hard address-space limit.
 
-    python -m tests.classifier.decode_under_limit FOLDER HEADROOM_MB
+    python -m tests.classifier.serving.decode_under_limit FOLDER HEADROOM_MB
 
 After Django, NumPy and Pillow are imported, RLIMIT_AS is set to the process's current virtual
 size plus HEADROOM_MB, so a decoder that allocates more fails with MemoryError instead of taking

@@ -21,7 +21,7 @@ from PIL import Image
 
 from classifier.serving.imaging import ImageRejected, decode_bytes
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 HEADROOM_MB = 512  # the largest photo the default pixel cap lets through needs about 40 M x 3 bytes, twice
 
@@ -154,7 +154,7 @@ def test_hostile_files_never_get_past_the_validation_error_or_the_memory_limit(t
     corpus.mkdir()
     expect = hostile_corpus(corpus)
     result = subprocess.run(
-        [sys.executable, "-m", "tests.classifier.decode_under_limit", str(corpus), str(HEADROOM_MB)],
+        [sys.executable, "-m", "tests.classifier.serving.decode_under_limit", str(corpus), str(HEADROOM_MB)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,0 +1,152 @@
+"""The import pipeline every dataset write shares: reserve a row and a folder name, fill the
+folder, check it (report.py), split it, and mark the row ready or failed.
+
+Used by datasets/services.py only; imports datasets' report, selectors and storage, and
+classifier.models.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils.text import slugify
+from django.utils.translation import gettext as _
+
+from classifier.datasets import selectors
+from classifier.datasets.archives import ArchiveError
+from classifier.datasets.report import build_report, stratified_split
+from classifier.datasets.storage import DatasetError, remove_folder
+from classifier.models import Dataset
+
+log = logging.getLogger(__name__)
+
+MIN_SIDE = 64
+
+
+MIN_IMAGES_PER_CLASS = 5
+
+
+def import_into(
+    *,
+    name: str,
+    fill: Callable[[Path], tuple[list[dict], dict]],
+    created_by,
+    description: str,
+    seed: int,
+    val_fraction: float,
+    parent: Dataset | None = None,
+    inherit_split: dict | None = None,
+) -> Dataset:
+    """Reserve a row and folder, fill the folder, then report and split; or fail cleanly."""
+    name = name.strip()
+    dataset = reserve(name=name, parent=parent, created_by=created_by, description=description)
+    folder = selectors.dataset_folder(dataset)
+    done = False
+    try:
+        extra_skipped, source = fill(folder)
+        finish(dataset, folder, extra_skipped, source, seed=seed, val_fraction=val_fraction, inherit=inherit_split)
+        done = True
+        return dataset
+    except (ArchiveError, DatasetError) as exc:
+        message = str(exc)
+    except OSError as exc:
+        log.exception("dataset %s: import failed", dataset.pk)
+        message = _("The files could not be written: %(error)s") % {"error": exc.strerror or exc}
+    except Exception as exc:
+        log.exception("dataset %s: import failed", dataset.pk)
+        message = _("The import failed unexpectedly (%(error)s).") % {"error": type(exc).__name__}
+    finally:
+        if not done:
+            remove_folder(folder)
+    Dataset.objects.filter(pk=dataset.pk).update(status=Dataset.Status.FAILED, error=message)
+    dataset.refresh_from_db()
+    raise DatasetError(message, dataset=dataset)
+
+
+def reserve(*, name: str, parent: Dataset | None, created_by, description: str) -> Dataset:
+    """A new ``importing`` row with the next version number of ``name`` and an unused folder."""
+    root = Path(settings.DATASETS_ROOT)
+    for _attempt in range(5):
+        versions = Dataset.objects.filter(name=name)
+        latest_version = versions.aggregate(latest=Max("version"))["latest"] or 0
+        previous = versions.order_by("-version").first()
+        prefix = PurePosixPath(previous.path).parent.as_posix() if previous else new_prefix(name)
+        version = latest_version + 1
+        path = f"{prefix}/v{version}"
+        if (root / path).exists():  # a leftover from a crash: never reuse or overwrite it
+            path = f"{prefix}/v{version}-{secrets.token_hex(3)}"
+        if parent is None:
+            parent = versions.filter(status=Dataset.Status.READY).order_by("-version").first()
+        try:
+            with transaction.atomic():
+                return Dataset.objects.create(
+                    name=name,
+                    version=version,
+                    parent=parent,
+                    path=path,
+                    status=Dataset.Status.IMPORTING,
+                    description=description,
+                    created_by=created_by,
+                )
+        except IntegrityError:  # someone else took this version number meanwhile
+            continue
+    raise DatasetError(_("Could not reserve a new version of %(name)s; try again.") % {"name": name})
+
+
+def new_prefix(name: str) -> str:
+    root = Path(settings.DATASETS_ROOT)
+    slug = slugify(name)[:60].strip("-") or "dataset"
+    candidate, number = slug, 1
+    while (root / candidate).exists() or Dataset.objects.filter(path__startswith=f"{candidate}/").exists():
+        number += 1
+        candidate = f"{slug}-{number}"
+    return candidate
+
+
+def finish(
+    dataset: Dataset,
+    folder: Path,
+    extra_skipped: list[dict],
+    source: dict,
+    *,
+    seed: int,
+    val_fraction: float,
+    inherit: dict | None,
+) -> None:
+    report = build_report(folder, min_side=MIN_SIDE, min_images_per_class=MIN_IMAGES_PER_CLASS)
+    usable: dict[str, list[str]] = report.pop("usable_files")
+    report.pop("root", None)  # the server's path is nobody's business
+    report["skipped"] = extra_skipped + report["skipped"]
+    report["source"] = source
+    split = split_files(usable, seed=seed, val_fraction=val_fraction, inherit=inherit)
+    dataset.report = report
+    dataset.classes = [item["name"] for item in report["classes"] if item["images"]]
+    dataset.image_count = report["total_images"]
+    dataset.split = split
+    dataset.status = Dataset.Status.READY
+    dataset.error = ""
+    dataset.save(update_fields=["report", "classes", "image_count", "split", "status", "error"])
+
+
+def split_files(usable: dict[str, list[str]], *, seed: int, val_fraction: float, inherit: dict | None) -> dict:
+    """Seeded stratified split; files already in ``inherit`` keep their side."""
+    old_train = set((inherit or {}).get("train", []))
+    old_val = set((inherit or {}).get("val", []))
+    fresh = stratified_split(
+        {name: [f for f in files if f not in old_train and f not in old_val] for name, files in usable.items()},
+        val_fraction=val_fraction,
+        seed=seed,
+    )
+    every = {f for files in usable.values() for f in files}
+    return {
+        "train": sorted((every & old_train) | set(fresh["train"])),
+        "val": sorted((every & old_val) | set(fresh["val"])),
+        "seed": seed,
+        "val_fraction": val_fraction,
+    }
