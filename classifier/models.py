@@ -1,4 +1,7 @@
-"""Breedlab's rows: datasets, training runs and their metrics, model versions, predictions."""
+"""Breedlab's rows: datasets, training runs and their metrics, model versions, predictions.
+
+Imports nothing of classifier/ or training/ (Django and libraries only).
+"""
 
 from __future__ import annotations
 

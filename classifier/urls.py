@@ -1,6 +1,12 @@
 """The app's URLs: the site's pages (namespace ``classifier``) and the JSON API under /api/
 (namespace ``api``, included by config/urls.py from ``api_urlpatterns``). Each domain's views and
-api modules are wired here and nowhere else."""
+api modules are wired here and nowhere else.
+
+Imports classifier.datasets.api, classifier.datasets.views, classifier.runs.api,
+classifier.runs.views, classifier.serving.api, classifier.serving.views, classifier.versions.api,
+classifier.versions.views, classifier.web.health (besides Django and libraries); never another
+domain's views or api.
+"""
 
 from django.urls import path
 from drf_spectacular.renderers import OpenApiJsonRenderer

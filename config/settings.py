@@ -153,7 +153,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_MAX_TASKS_PER_CHILD = 1  # CUDA does not survive fork: a fresh child per run
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A broker restart must not cancel a training run in progress: it keeps running, reconnects, and
-# acknowledges its message when it ends (tests/classifier/test_broker_faults.py).
+# acknowledges its message when it ends (tests/classifier/runs/test_broker_faults.py).
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 BREEDLAB_MAX_RUN_SECONDS = env_int("BREEDLAB_MAX_RUN_SECONDS", 6 * 3600, minimum=60)
 # The broker re-delivers an unacknowledged task after this long; it must outlast the longest run.

@@ -1,4 +1,10 @@
-"""Datasets over the API: list, the validation report of one, and archive upload (staff)."""
+"""Datasets over the API: list, the validation report of one, and archive upload (staff).
+
+Thin: it parses the request, calls services and selectors, and renders. Imports
+classifier.datasets.forms, classifier.datasets.selectors, classifier.datasets.services,
+classifier.models, classifier.web.errors (besides Django and libraries); never another domain's
+views or api.
+"""
 
 from __future__ import annotations
 

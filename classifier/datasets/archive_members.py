@@ -3,6 +3,8 @@ iterating members as ``Entry`` records, refusing a ZIP whose central directory a
 much. Also the ``ArchiveError`` / ``ArchiveLimits`` that archives.py re-exports.
 
 Pure Python (no Django); imported only by datasets/archives.py.
+
+Imports nothing of classifier/ or training/ (Django and libraries only).
 """
 
 from __future__ import annotations

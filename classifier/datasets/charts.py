@@ -2,6 +2,8 @@
 
 Text is drawn as paths (matplotlib's default ``svg.fonttype``), so class names from users never
 reach the SVG as markup; pages embed the chart with ``<img>``, which never runs scripts anyway.
+
+Imports nothing of classifier/ or training/ (Django and libraries only).
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Forms for datasets: the archive upload."""
+"""Forms for datasets: the archive upload.
+
+Imports classifier.datasets.services (besides Django and libraries); never another domain's views or
+api.
+"""
 
 from __future__ import annotations
 

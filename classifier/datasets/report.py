@@ -21,6 +21,8 @@ with Pillow under the decompression-bomb limit and returns a JSON-serialisable d
 
 Paths are relative to ``root`` with forward slashes. ``stratified_split(report["usable_files"])``
 turns the usable files into a seeded, deterministic train/val split.
+
+Imports nothing of classifier/ or training/ (Django and libraries only).
 """
 
 from __future__ import annotations

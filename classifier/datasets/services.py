@@ -11,6 +11,11 @@ root). Rules:
    name, merged corrections) creates a new version: a new row and folder with ``parent`` set.
 3. Nothing is written outside the dataset's own folder (and, for thumbnails and charts, a cache
    folder under MEDIA_ROOT that only the server reads).
+
+Writes go through these functions. Imports classifier.datasets.archives,
+classifier.datasets.importing, classifier.datasets.selectors, classifier.datasets.storage,
+classifier.models, training.data, training.files (besides Django and libraries); never another
+domain's views or api.
 """
 
 from __future__ import annotations

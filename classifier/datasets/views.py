@@ -1,4 +1,10 @@
-"""Dataset pages: the list, a dataset's report and photos, the upload, merges and deletion."""
+"""Dataset pages: the list, a dataset's report and photos, the upload, merges and deletion.
+
+Thin: it parses the request, calls services and selectors, and renders. Imports
+classifier.datasets.forms, classifier.datasets.selectors, classifier.datasets.services,
+classifier.models, classifier.runs.selectors, classifier.web.access (besides Django and libraries);
+never another domain's views or api.
+"""
 
 from __future__ import annotations
 

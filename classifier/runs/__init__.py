@@ -5,4 +5,6 @@ Rooms: config.py (run configuration), reporter.py (DbReporter), charts.py, servi
 create, enqueue, claim, execute, cancel, reap), selectors.py (reads), forms.py, views.py, api.py,
 tasks.py (thin Celery tasks). Calls datasets (splits), versions (registering a model) and
 serving (calibration) through their services and selectors; never their views or api.
+
+Imports nothing of classifier/ or training/ (Django and libraries only).
 """

@@ -2,6 +2,11 @@
 
 Writes need a staff user: a token (``Authorization: Token <key>``, see ``manage.py
 create_api_token``) or the browser session with its CSRF token.
+
+Thin: it parses the request, calls services and selectors, and renders. Imports
+classifier.datasets.selectors, classifier.models, classifier.runs.config, classifier.runs.selectors,
+classifier.runs.services, classifier.versions.selectors, classifier.web.errors (besides Django and
+libraries); never another domain's views or api.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@
 - ``compare_svg``: several runs' curves overlaid;
 - ``confusion_svg``: a confusion matrix whose cells are links (matplotlib writes ``<a>`` around
   artists with a URL), meant to be inlined in the page.
+
+Imports nothing of classifier/ or training/ (Django and libraries only).
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ A TrainingRun stores the complete ``training.config.TrainConfig`` minus the mach
 paths (data_dir, val_dir, split_file, backbone_weights): the worker fills those in from the
 dataset row and the run's folder. Defaults are TrainConfig's (the benchmarked recipe); an
 optimizer chosen without learning rates gets the recipe's rates scaled for that optimizer.
+
+Imports training.backbones, training.config, training.errors, training.optim (besides Django and
+libraries); never another domain's views or api.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The "start a fine-tuning run" form. The `finetune` management command fills the same form."""
+"""The "start a fine-tuning run" form. The `finetune` management command fills the same form.
+
+Imports classifier.datasets.selectors, classifier.models, classifier.runs.config, training.config,
+training.optim (besides Django and libraries); never another domain's views or api.
+"""
 
 from __future__ import annotations
 

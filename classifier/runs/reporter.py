@@ -8,6 +8,8 @@
 
 Every write is conditional on the run still being "running" under this attempt: a worker whose
 run was taken away by the reaper stops at its next batch instead of overwriting the new attempt.
+
+Imports classifier.models (besides Django and libraries); never another domain's views or api.
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ State machine (``TrainingRun.Status``)::
 Every transition out of "running" is a conditional UPDATE on (id, status, attempts): a worker
 that lost its run to the reaper can no longer write to it, and a second delivery of the same
 task finds nothing to claim.
+
+Writes go through these functions. Imports classifier.datasets.selectors, classifier.models,
+classifier.runs.config, classifier.runs.reporter, classifier.serving.services,
+classifier.versions.services, training.checkpoint, training.errors, training.finetune (besides
+Django and libraries); never another domain's views or api.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""Training pages: the run list, a run (live), its validation images, comparison, the new-run form."""
+"""Training pages: the run list, a run (live), its validation images, comparison, the new-run form.
+
+Thin: it parses the request, calls services and selectors, and renders. Imports classifier.models,
+classifier.runs.charts, classifier.runs.config, classifier.runs.forms, classifier.runs.selectors,
+classifier.runs.services, classifier.versions.selectors, classifier.versions.services,
+classifier.web.access (besides Django and libraries); never another domain's views or api.
+"""
 
 from __future__ import annotations
 

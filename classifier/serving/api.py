@@ -1,4 +1,10 @@
-"""POST /api/predict (one photo or a batch) and GET /api/models/active."""
+"""POST /api/predict (one photo or a batch) and GET /api/models/active.
+
+Thin: it parses the request, calls services and selectors, and renders. Imports
+classifier.serving.cache, classifier.serving.imaging, classifier.serving.ratelimit,
+classifier.serving.services, classifier.versions.selectors, classifier.web.errors (besides Django
+and libraries); never another domain's views or api.
+"""
 
 from __future__ import annotations
 

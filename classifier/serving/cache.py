@@ -12,6 +12,9 @@
    once per process and backbone.
 5. ``warm_up`` loads and runs what will serve before the first request needs it;
    ``classifier.serving.warmup`` calls it in a background thread in every web process.
+
+Imports classifier.models, classifier.serving.calibration, classifier.serving.engine (besides Django
+and libraries); never another domain's views or api.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ with ONNX Runtime; the export is checked against eager PyTorch on fixed inputs a
 (eager PyTorch serves instead) when any probability differs by more than ``TOLERANCE``.
 
 No Django here: ``classifier.serving.cache`` owns the per-process cache and the settings.
+
+Imports training.backbones, training.data, training.files, training.predict (besides Django and
+libraries); never another domain's views or api.
 """
 
 from __future__ import annotations

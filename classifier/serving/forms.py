@@ -1,4 +1,7 @@
-"""Forms of the classify page: the photo upload and the "Wrong breed?" correction."""
+"""Forms of the classify page: the photo upload and the "Wrong breed?" correction.
+
+Imports nothing of classifier/ or training/ (Django and libraries only).
+"""
 
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ A fixed window: the counter ``ratelimit:<scope>:<client>:<window number>`` is cr
 ``cache.incr`` (atomic in Redis), so every web process on every host counts against the same
 number. Clients are users when logged in, otherwise IP addresses (behind a proxy, the last
 address the proxy appended to X-Forwarded-For).
+
+Imports nothing of classifier/ or training/ (Django and libraries only).
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ Works as a plain HTML form: POST / stores the answer and redirects to /predictio
 With JavaScript (static/js/classify.js) the same POST is sent with ``X-Requested-With: fetch``
 and answered with the result fragment only. A prediction's page, photo and heatmap are shown
 to the browser session that made it and to staff.
+
+Thin: it parses the request, calls services and selectors, and renders. Imports classifier.models,
+classifier.serving.cache, classifier.serving.calibration, classifier.serving.forms,
+classifier.serving.imaging, classifier.serving.ratelimit, classifier.serving.services,
+classifier.versions.selectors (besides Django and libraries); never another domain's views or api.
 """
 
 from __future__ import annotations

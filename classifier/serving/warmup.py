@@ -5,6 +5,8 @@ ONNX Runtime behind them) and loading the serving model: 3.5 s on this 2-core ma
 21 ms for the first request of a warmed-up worker. ``start`` does both in a daemon thread as the process starts
 (config/wsgi.py calls it), so the worker accepts connections at once and a request that arrives
 meanwhile waits only for what is still loading (the model cache's lock).
+
+Imports nothing of classifier/ or training/ (Django and libraries only).
 """
 
 from __future__ import annotations

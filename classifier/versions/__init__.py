@@ -2,4 +2,6 @@
 
 Rooms: services.py (writes), selectors.py (reads), views.py, api.py. Versions never call runs;
 a version's split key comes from datasets.
+
+Imports nothing of classifier/ or training/ (Django and libraries only).
 """

@@ -1,4 +1,9 @@
-"""Model versions over the API: list, promote (staff), roll back (staff)."""
+"""Model versions over the API: list, promote (staff), roll back (staff).
+
+Thin: it parses the request, calls services and selectors, and renders. Imports classifier.models,
+classifier.versions.selectors, classifier.versions.services, classifier.web.errors (besides Django
+and libraries); never another domain's views or api.
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,9 @@ Promotion is one transaction (deactivate the old version, activate the new one, 
 promoted_at/promoted_by). After it commits, the cache key ``breedlab:active_model`` changes so
 every web process notices on its next request (classifier.serving.cache compares it, with the
 active id and promoted_at, to what it has loaded).
+
+Writes go through these functions. Imports classifier.datasets.selectors, classifier.models,
+training.checkpoint (besides Django and libraries); never another domain's views or api.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Model versions: the list, promotion and roll-back (staff, POST with CSRF)."""
+"""Model versions: the list, promotion and roll-back (staff, POST with CSRF).
+
+Thin: it parses the request, calls services and selectors, and renders. Imports classifier.models,
+classifier.versions.selectors, classifier.versions.services, classifier.web.access (besides Django
+and libraries); never another domain's views or api.
+"""
 
 from __future__ import annotations
 

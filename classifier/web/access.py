@@ -1,4 +1,7 @@
-"""Who may see a page: decorators shared by the page views."""
+"""Who may see a page: decorators shared by the page views.
+
+Imports nothing of classifier/ or training/ (Django and libraries only).
+"""
 
 from __future__ import annotations
 

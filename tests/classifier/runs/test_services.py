@@ -1,4 +1,4 @@
-"""services.runs: create, enqueue, claim, execute (real tiny training and failure paths), cancel, reap."""
+"""classifier.runs.services: create, enqueue, claim, execute (real tiny training and failure paths), cancel, reap."""
 
 from __future__ import annotations
 

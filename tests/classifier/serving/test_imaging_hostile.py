@@ -2,7 +2,7 @@
 bombs whose headers promise billions of pixels, and a corpus of both plus mutated variants decoded
 in a separate process under a hard memory limit (RLIMIT_AS): only ImageRejected may come out.
 
-(tests/classifier/test_imaging.py fuzzes random and mutated bytes with hypothesis in-process.)
+(tests/classifier/serving/test_imaging.py fuzzes random and mutated bytes with hypothesis in-process.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""services.versions: registration, one-transaction promotion with the cache bump, rollback, promote-if-better."""
+"""classifier.versions.services: registration, one-transaction promotion with the cache bump, rollback, promote-if-better."""
 
 from __future__ import annotations
 
