@@ -3,7 +3,7 @@
     .venv/bin/python bench/http_load.py --url http://127.0.0.1:8010 [--clients 8] [--seconds 20]
                                         [--run-dir DIR] [--photos DIR]
 
-1. Bare model: classifier.serving's graph (ONNX Runtime, all cores) on preprocessed batches of
+1. Bare model: classifier.serving.engine's graph (ONNX Runtime, all cores) on preprocessed batches of
    1..32 photos; the best photos/s of those batch sizes.
 2. HTTP: ``--clients`` threads, each with its own keep-alive connection, POST /api/predict one
    photo at a time for ``--seconds``; photos/s, p50/p95 latency, and any non-200 answer.
@@ -69,9 +69,9 @@ def bare_throughput(run_dir: Path, photos: list[Path]) -> dict:
 
     django.setup()
     import torch
-    from classifier.imaging import decode_bytes
+    from classifier.serving.imaging import decode_bytes
 
-    from classifier.serving import build_serving
+    from classifier.serving.engine import build_serving
 
     threads = os.cpu_count() or 1
     model = build_serving(run_dir, cache_dir=OUT / "serving-cache", threads=threads)

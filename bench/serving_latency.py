@@ -6,9 +6,9 @@
 Rows (p50 / p95 in ms, per thread count):
   eager torch forward      the fine-tuned TransferModel alone, eager PyTorch (channels_last, inference_mode)
   eager torch, both heads  what serving needs: fine-tuned + pretrained head, eager PyTorch
-  serving forward          classifier.serving's graph (shared stages once, ONNX Runtime)
+  serving forward          classifier.serving.engine's graph (shared stages once, ONNX Runtime)
   serving int8 (--int8)    the same graph statically quantised to int8 (QDQ, per channel)
-  decode+forward           upload bytes -> classifier.imaging -> preprocessing -> serving forward
+  decode+forward           upload bytes -> classifier.serving.imaging -> preprocessing -> serving forward
   12 MP photo rows         the same photo upscaled to 4032x3024 (a phone photo): decode+forward as
                            served (libjpeg decodes at 1/4 scale) and with a full-size decode instead
   HTTP round trip (--url)  POST /api/predict with the photo, measured by a client on this machine
@@ -133,9 +133,9 @@ def full_size_preprocess(model, data: bytes):
 def measure(threads: int, args, run_dir: Path, photo: Path, data: bytes) -> dict:
     import numpy as np
     import torch
-    from classifier.imaging import decode_bytes
+    from classifier.serving.imaging import decode_bytes
 
-    from classifier.serving import build_serving
+    from classifier.serving.engine import build_serving
 
     torch.set_num_threads(threads)
     model = build_serving(run_dir, cache_dir=OUT / "serving-cache", threads=threads)
