@@ -46,12 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     val = f.add_mutually_exclusive_group()
     val.add_argument("--val-data", help="separate validation folder (same class names)")
     val.add_argument("--val-split", type=float, default=d.val_fraction, help="fraction held out for validation")
-    val.add_argument("--split-file", help='JSON {"train": [relpaths], "val": [relpaths]} relative to --data')
+    val.add_argument("--split-file", help='JSON {"train": [...], "val": [...], "test": [...]} relpaths under --data')
+    f.add_argument("--test-data", help="separate test folder (with --val-data)")
+    f.add_argument("--test-split", type=float, default=d.test_fraction, help="fraction held out for the test report")
+    f.add_argument("--budget-minutes", type=float, default=d.budget_minutes,
+                   help="time budget of the whole run; views and epochs are planned to fit it (0 = no budget)")
     f.add_argument("--backbone", default=d.backbone)
     f.add_argument("--backbone-weights", help="checkpoint file to load instead of the default weights source")
     f.add_argument("--image-size", type=int, default=None)
-    f.add_argument("--head-epochs", type=int, default=d.head_epochs)
-    f.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs)
+    f.add_argument("--head-solver", default=d.head_solver, help="lbfgs (converged, default) | epochs (the optimizer, --head-epochs)")
+    f.add_argument("--head-epochs", type=int, default=d.head_epochs, help="with --head-solver epochs")
+    f.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs, help="default: planned to fit the budget")
     f.add_argument("--unfreeze-blocks", type=int, default=d.unfreeze_blocks, help="last N stages; -1 = all")
     f.add_argument("--optimizer", default=d.optimizer)
     f.add_argument("--lr", type=float, default=None, help="head-phase learning rate (default: the recipe's)")
@@ -59,10 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--backbone-lr-mult", type=float, default=d.backbone_lr_mult)
     f.add_argument("--weight-decay", type=float, default=d.weight_decay)
     f.add_argument("--schedule", default=d.schedule, help="constant | cosine | onecycle")
+    f.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up of the fine-tune phase")
     f.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     f.add_argument("--batch-size", type=int, default=d.batch_size)
     f.add_argument("--augmentation", default=d.augmentation, help="none | light | standard")
-    f.add_argument("--feature-views", type=int, default=d.feature_views)
+    f.add_argument("--feature-views", type=int, default=d.feature_views, help="cached views per photo (0 = planned)")
     f.add_argument("--no-feature-cache", action="store_true", help="run the frozen backbone every epoch")
     f.add_argument("--dropout", type=float, default=d.head_dropout)
     f.add_argument(
@@ -102,8 +108,12 @@ def _config_from_args(a: argparse.Namespace) -> Any:
     return TrainConfig(
         data_dir=a.data,
         val_dir=a.val_data,
+        test_dir=a.test_data,
         val_fraction=a.val_split,
+        test_fraction=a.test_split,
         split_file=a.split_file,
+        budget_minutes=a.budget_minutes,
+        head_solver=a.head_solver,
         backbone=a.backbone,
         backbone_weights=a.backbone_weights,
         image_size=a.image_size,
@@ -116,6 +126,7 @@ def _config_from_args(a: argparse.Namespace) -> Any:
         backbone_lr_mult=a.backbone_lr_mult,
         weight_decay=a.weight_decay,
         schedule=a.schedule,
+        warmup_epochs=a.warmup_epochs,
         label_smoothing=a.label_smoothing,
         batch_size=a.batch_size,
         augmentation=a.augmentation,
@@ -161,11 +172,22 @@ def cmd_finetune(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps({"out_dir": str(result.out_dir), **m}, indent=2))
     else:
-        print(
-            f"done: val top-1 {m['val_acc']:.4f}  top-5 {m['val_top5']:.4f}  on {m['val_images']} images  "
-            f"({m['seconds']:.1f}s) -> {result.out_dir}"
-        )
+        print(summary_line(m) + f" -> {result.out_dir}")
     return 0
+
+
+def summary_line(m: dict[str, Any]) -> str:
+    """One line: test accuracy (when there is a test split), validation, kept weights, fine-tune gain."""
+    kept = m.get("kept") or {}
+    parts = []
+    if m.get("test_acc") is not None:
+        parts.append(f"test top-1 {m['test_acc']:.4f} on {m['test_images']} images")
+    parts.append(f"val top-1 {m['val_acc']:.4f} on {m['val_images']}")
+    if kept:
+        parts.append(f"kept: {kept.get('phase')} epoch {kept.get('epoch')}")
+    if m.get("finetune_gain_test") is not None:
+        parts.append(f"fine-tune gain over the head alone {m['finetune_gain_test'] * 100:+.1f} points (test)")
+    return "done: " + ";  ".join(parts) + f"  ({m['seconds']:.1f}s)"
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ A finished run directory holds::
     meta.json           backbone, class names, preprocessing, config, metrics, library versions
     history.json        one entry per epoch
     validation.json     confusion matrix, per-class precision/recall, per-image predictions
+    test.json           the same for the test split (scored once, after every choice was made)
 
 While training, ``checkpoint/`` holds the state after the last completed epoch
 (``last.safetensors`` with model and optimizer tensors, ``last.json`` with everything else)
@@ -32,6 +33,7 @@ MODEL_FILE = "model.safetensors"
 META_FILE = "meta.json"
 HISTORY_FILE = "history.json"
 VALIDATION_FILE = "validation.json"
+TEST_FILE = "test.json"
 CHECKPOINT_DIR = "checkpoint"
 FORMAT_VERSION = 1
 
@@ -160,6 +162,16 @@ def load_best(out_dir: Path) -> dict[str, torch.Tensor] | None:
     return load_tensors(path) if path.is_file() else None
 
 
+def save_named(out_dir: Path, name: str, model_state: dict[str, torch.Tensor]) -> None:
+    """Keep a named copy of the weights in the checkpoint folder (e.g. "head": the converged head)."""
+    save_tensors(Path(out_dir) / CHECKPOINT_DIR / f"{name}.safetensors", model_state)
+
+
+def load_named(out_dir: Path, name: str) -> dict[str, torch.Tensor] | None:
+    path = Path(out_dir) / CHECKPOINT_DIR / f"{name}.safetensors"
+    return load_tensors(path) if path.is_file() else None
+
+
 def remove_training_checkpoint(out_dir: Path) -> None:
     folder = Path(out_dir) / CHECKPOINT_DIR
     if folder.is_dir():
@@ -173,7 +185,7 @@ def remove_training_checkpoint(out_dir: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 def remove_run_files(out_dir: Path) -> None:
     """Delete a finished run's files (meta.json first, so the folder never looks complete but stale)."""
-    for name in (META_FILE, MODEL_FILE, HISTORY_FILE, VALIDATION_FILE):
+    for name in (META_FILE, MODEL_FILE, HISTORY_FILE, VALIDATION_FILE, TEST_FILE):
         (Path(out_dir) / name).unlink(missing_ok=True)
 
 
@@ -184,12 +196,15 @@ def save_run(
     meta: dict[str, Any],
     history: list[dict[str, Any]],
     validation: dict[str, Any] | None,
+    test: dict[str, Any] | None = None,
 ) -> None:
     out_dir = Path(out_dir)
     save_tensors(out_dir / MODEL_FILE, model_state, metadata={"format": "breedlab-transfer", "version": str(FORMAT_VERSION)})
     atomic_write_json(out_dir / HISTORY_FILE, history)
     if validation is not None:
         atomic_write_json(out_dir / VALIDATION_FILE, validation)
+    if test is not None:
+        atomic_write_json(out_dir / TEST_FILE, test)
     atomic_write_json(out_dir / META_FILE, meta)  # last: a run with meta.json is complete
 
 

@@ -1,8 +1,11 @@
 """Run configuration: one frozen dataclass, JSON-safe, validated with one clear sentence.
 
-The defaults are the recipe measured best in ``bench/RESULTS.md`` (EfficientNet-Lite0, head from
-the pretrained ImageNet rows, a short head phase on cached features, then the last blocks
-unfrozen on cached outputs of the frozen part).
+The defaults are the recipe measured in ``bench/RESULTS.md`` (EfficientNet-Lite0): a 5-minute
+budget; the head solved to convergence on cached features (L-BFGS, regularisation chosen on the
+validation split, started from the pretrained ImageNet rows where class names match); then the
+last two stages unfrozen and fine-tuned on cached, augmented outputs of the frozen part, with a
+warm-up and a cosine schedule. ``None`` in ``finetune_epochs`` and 0 in ``feature_views`` mean
+"planned to fit the budget" (``training.plan``).
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from typing import Any
 from training.errors import ConfigError
 
 SCHEDULES = ("constant", "cosine", "onecycle")
+HEAD_SOLVERS = ("lbfgs", "epochs")
 AUGMENTATIONS = ("none", "light", "standard")
 DEVICES = ("auto", "cpu", "cuda")
 # Known optimizer names (training.optim owns the table; this list only guards validate()).
 OPTIMIZER_NAMES = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
 
-_PATH_FIELDS = ("data_dir", "val_dir", "split_file", "backbone_weights")
+_PATH_FIELDS = ("data_dir", "val_dir", "test_dir", "split_file", "backbone_weights")
 
 
 @dataclass(frozen=True)
@@ -30,34 +34,43 @@ class TrainConfig:
 
     data_dir: str
     val_dir: str | None = None
-    val_fraction: float = 0.2
+    test_dir: str | None = None
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
     split_file: str | None = None
     backbone: str = "efficientnet_lite0"
     backbone_weights: str | None = None
     image_size: int | None = None
+    # Time budget in minutes for the whole run (decoding, feature pass, both phases, test);
+    # 0 = none (the plan's defaults or the epochs given).
+    budget_minutes: float = 5.0
     # Phases: the frozen "head" phase, then the "finetune" phase with the last blocks unfrozen.
+    # The head is solved with L-BFGS ("lbfgs", head_epochs unused) or trained for head_epochs
+    # epochs with the chosen optimizer ("epochs", the lecture's way).
+    head_solver: str = "lbfgs"
     head_epochs: int = 3
-    finetune_epochs: int = 1
+    finetune_epochs: int | None = None
     unfreeze_blocks: int | None = 2
     optimizer: str = "adamw"
     head_lr: float = 1e-3
     finetune_lr: float = 3e-4
-    backbone_lr_mult: float = 0.1
+    backbone_lr_mult: float = 1.0
     weight_decay: float = 1e-4
     schedule: str = "cosine"
+    warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     batch_size: int = 32
-    augmentation: str = "none"
+    augmentation: str = "standard"
     # Keep BatchNorm statistics fixed in the unfrozen stages too (small datasets: 30-40 photos
     # per class give noisy batch statistics); the affine BatchNorm weights still train.
     freeze_batchnorm: bool = True
     # Cached frozen-part outputs: how many views of each training image to cache (the first one is
-    # the plain evaluation view); every epoch draws one of them per image. 0 = 1 without
-    # augmentation, 2 with it.
+    # the plain evaluation view); every epoch draws one of them per image. 0 = planned to fit
+    # the budget (1 without augmentation).
     feature_views: int = 0
     cache_features: bool = True
     head_dropout: float = 0.0
-    early_stopping_patience: int = 1
+    early_stopping_patience: int = 0
     seed: int = 0
     device: str = "auto"
     num_workers: int = -1
@@ -99,11 +112,8 @@ class TrainConfig:
 
     # ---- derived values ------------------------------------------------------------------
     @property
-    def views(self) -> int:
-        """Number of cached views per training image."""
-        if self.augmentation == "none":
-            return 1
-        return self.feature_views if self.feature_views > 0 else 2
+    def budget_seconds(self) -> float | None:
+        return self.budget_minutes * 60.0 if self.budget_minutes else None
 
     @property
     def data_path(self) -> Path:
@@ -129,18 +139,37 @@ class TrainConfig:
             f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction!r}.",
         )
         need(
+            is_num(self.test_fraction) and 0.0 <= self.test_fraction < 1.0 and self.val_fraction + self.test_fraction < 1.0,
+            f"test_fraction must be in [0, 1) and leave photos for training, got {self.test_fraction!r}.",
+        )
+        need(
             not (self.val_dir and self.split_file),
             "Give either val_dir or split_file, not both.",
         )
+        need(not self.test_dir or bool(self.val_dir), "test_dir needs val_dir too (or use a split file).")
+        need(
+            is_num(self.budget_minutes) and 0 <= self.budget_minutes <= 24 * 60,
+            f"budget_minutes must be between 0 (no budget) and 1440, got {self.budget_minutes!r}.",
+        )
+        need(
+            self.head_solver in HEAD_SOLVERS,
+            f"Unknown head_solver {self.head_solver!r}; valid solvers are {', '.join(HEAD_SOLVERS)}.",
+        )
+        need(is_num(self.warmup_epochs) and self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}.")
         need(isinstance(self.backbone, str) and self.backbone != "", "backbone must be a name.")
         need(
             self.image_size is None or (is_int(self.image_size) and 16 <= self.image_size <= 1024),
             f"image_size must be an integer between 16 and 1024, got {self.image_size!r}.",
         )
-        for name in ("head_epochs", "finetune_epochs"):
-            value = getattr(self, name)
-            need(is_int(value) and value >= 0, f"{name} must be a whole number >= 0, got {value!r}.")
-        need(self.head_epochs + self.finetune_epochs > 0, "At least one of head_epochs and finetune_epochs must be > 0.")
+        need(is_int(self.head_epochs) and self.head_epochs >= 0, f"head_epochs must be a whole number >= 0, got {self.head_epochs!r}.")
+        need(
+            self.finetune_epochs is None or (is_int(self.finetune_epochs) and self.finetune_epochs >= 0),
+            f"finetune_epochs must be a whole number >= 0 (or empty: planned), got {self.finetune_epochs!r}.",
+        )
+        need(
+            self.head_solver == "lbfgs" or self.head_epochs > 0 or self.finetune_epochs != 0,
+            "At least one of head_epochs and finetune_epochs must be > 0.",
+        )
         need(
             self.unfreeze_blocks is None or (is_int(self.unfreeze_blocks) and self.unfreeze_blocks >= -1),
             f"unfreeze_blocks must be -1 (all) or a whole number >= 0, got {self.unfreeze_blocks!r}.",

@@ -9,7 +9,6 @@ the number of workers.
 
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing
 import os
@@ -108,44 +107,6 @@ def warn_skipped(skipped: Sequence[tuple[str, str]]) -> None:
     if skipped:
         listing = "; ".join(f"{rel} ({why})" for rel, why in skipped)
         warnings.warn(f"Skipped {len(skipped)} unreadable file(s): {listing}", stacklevel=2)
-
-
-# ---------------------------------------------------------------------------------------------
-# Splits
-# ---------------------------------------------------------------------------------------------
-def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded per-class split. Every class with >= 2 images keeps >= 1 image on each side."""
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
-    labels_arr = np.asarray(labels, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    train_idx: list[int] = []
-    val_idx: list[int] = []
-    for label in np.unique(labels_arr):
-        idx = np.flatnonzero(labels_arr == label)
-        idx = idx[rng.permutation(len(idx))]
-        n_val = int(round(len(idx) * val_fraction))
-        if len(idx) >= 2:
-            n_val = min(max(n_val, 1), len(idx) - 1)
-        else:
-            n_val = 0
-        val_idx.extend(int(i) for i in idx[:n_val])
-        train_idx.extend(int(i) for i in idx[n_val:])
-    return sorted(train_idx), sorted(val_idx)
-
-
-def read_split_file(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
-    """Read ``{"train": [relpaths], "val": [relpaths]}``."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"Split file {path} does not exist.") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"Split file {path} is not valid JSON ({exc}).") from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("train", "val")):
-        raise DataError(f'Split file {path} must be a JSON object {{"train": [...], "val": [...]}}.')
-    return [str(p) for p in data["train"]], [str(p) for p in data["val"]]
 
 
 # ---------------------------------------------------------------------------------------------

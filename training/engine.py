@@ -19,9 +19,15 @@ from training.errors import Cancelled, NonFiniteLoss
 from training.model import TransferModel
 
 
-def lr_factor(schedule: str, step: int, total_steps: int) -> float:
-    """Multiplier of the base learning rate at ``step`` (0-based) of ``total_steps``."""
+def lr_factor(schedule: str, step: int, total_steps: int, warmup_steps: int = 0) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based) of ``total_steps``.
+
+    ``warmup_steps`` > 0 ramps the factor linearly from 1/warmup_steps to the schedule's value
+    over the first steps (constant and cosine; one-cycle has its own warm-up).
+    """
     total = max(1, total_steps)
+    if warmup_steps > 0 and step < warmup_steps and schedule != "onecycle":
+        return (step + 1) / warmup_steps * lr_factor(schedule, step, total_steps)
     progress = min(step, total) / total
     # 1) constant: the base learning rate throughout
     if schedule == "constant":
@@ -69,6 +75,7 @@ def train_one_epoch(
     device: torch.device | str = "cpu",
     label_smoothing: float = 0.0,
     schedule: str = "constant",
+    warmup_steps: int = 0,
     step: int = 0,
     total_steps: int = 1,
     on_batch: Callable[[int, float], None] | None = None,
@@ -89,7 +96,7 @@ def train_one_epoch(
     lr = float(optimizer.param_groups[-1]["lr"])
     batch_no = 0
     for x, y in batches:
-        lr = set_lr(optimizer, lr_factor(schedule, step, total_steps))
+        lr = set_lr(optimizer, lr_factor(schedule, step, total_steps, warmup_steps))
         x, y = _to_device(x, device), y.to(device, non_blocking=True)
         with _autocast(device, mixed_precision):
             logits = model.forward_from(x, start_stage)

@@ -1,23 +1,27 @@
 """Transfer learning as in the lecture: freeze -> train the head -> unfreeze -> fine-tune.
 
-1. Load the pretrained network and replace its classifier with a new head (optionally started
-   from the pretrained classifier's rows for classes the network already knows).
-2. Freeze the backbone (parameters and BatchNorm statistics) and train the head. The frozen
-   backbone's output is computed once per image (per cached view when augmenting), so this
-   phase trains a linear layer on cached features.
-3. Unfreeze the last N stages (or all) and continue with a lower learning rate for the backbone
-   than for the head; the optimizer (and its state) is rebuilt at the switch. When only the last
-   stages are unfrozen, the outputs of the frozen part are cached too.
+1. Load the pretrained network and replace its classifier with a new head (its prior is the
+   pretrained classifier's rows for classes the network already knows, zero for the others).
+2. Split the photos into train / validation / test (``training.splits``), decode each once.
+3. Time the first batches and plan the run to its budget (``training.plan``): how many
+   augmented views of each training photo to cache, how many fine-tune epochs fit.
+4. Freeze the backbone (parameters and BatchNorm statistics); one pass of the frozen part per
+   cached view (``training.features``). Solve the head to convergence on those features
+   (``training.head``: L-BFGS, regularisation chosen on validation), or train it for
+   ``head_epochs`` with the chosen optimizer (the lecture's way).
+5. Unfreeze the last N stages and fine-tune with the chosen optimizer (head and backbone rates,
+   warm-up, cosine), the optimizer built fresh for the new trainable set; each epoch draws one
+   cached view per photo.
+6. Keep the fine-tuned weights unless they are worse on validation than the converged head;
+   then, once, measure the kept model (and the head alone) on the test split.
 
 Every epoch ends with validation, a reporter call and an atomic checkpoint; ``resume=True``
-continues from the last completed epoch. Given the seed, a CPU run is bitwise reproducible
-(every random choice is seeded per phase/epoch/image, independent of worker processes).
+continues from the last completed epoch with the same plan. Given the seed, a CPU run is
+bitwise reproducible.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,31 +32,18 @@ import torch
 from training import checkpoint as ckpt
 from training.backbones import Backbone, get_backbone, init_head_from_classifier, match_original_classes
 from training.config import TrainConfig
-from training.data import (
-    EvalTransform,
-    Sample,
-    TransformedImages,
-    cached_batches,
-    check_classes,
-    decode_images,
-    epoch_order,
-    image_batches,
-    num_batches,
-    read_split_file,
-    resolve_workers,
-    sample_seed,
-    scan_image_folder,
-    stratified_split,
-    train_transform,
-    warn_skipped,
-)
-from training.engine import classification_report, evaluate, train_one_epoch
+from training.data import check_classes, decode_images, epoch_order, num_batches, sample_seed, warn_skipped
+from training.engine import evaluate, train_one_epoch
 from training.errors import Cancelled, ConfigError, DataError, TrainingError
+from training.features import FeatureStore
+from training.head import fit_head
 from training.model import param_groups
+from training.plan import Plan, make_plan
 from training.reporting import NullReporter, Reporter
+from training.results import finish_run
+from training.splits import load_splits
 
 PHASES = ("head", "finetune")
-_VIEW_PHASE = 7  # seed-stream id for cached augmented views
 
 
 @dataclass
@@ -78,66 +69,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-# ---------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class DataSplits:
-    classes: list[str]
-    train: list[Sample]
-    val: list[Sample]
-    val_root: Path
-    skipped: list[tuple[str, str]]
-
-
-def load_splits(config: TrainConfig) -> DataSplits:
-    """Scan the folders and split them (split file, validation folder, or seeded stratified split)."""
-    root = Path(config.data_dir)
-    classes, samples, skipped = scan_image_folder(root)
-    check_classes(classes, samples, root=root)
-    if config.val_dir:
-        val_root = Path(config.val_dir)
-        val_classes, val_samples, val_skipped = scan_image_folder(val_root)
-        unknown = sorted(set(val_classes) - set(classes))
-        if unknown:
-            raise DataError(f"The validation folder has classes the training folder lacks: {', '.join(unknown)}.")
-        remap = {i: classes.index(c) for i, c in enumerate(val_classes)}
-        val = [Sample(s.path, s.relpath, remap[s.label]) for s in val_samples]
-        if not val:
-            raise DataError(f"The validation folder {val_root} holds no images.")
-        skipped += [(f"{val_root.name}/{rel}", why) for rel, why in val_skipped]
-        return DataSplits(classes, samples, val, val_root, skipped)
-    if config.split_file:
-        train_rel, val_rel = read_split_file(config.split_file)
-        by_rel = {s.relpath: s for s in samples}
-        skipped_rel = {rel for rel, _ in skipped}
-        missing = [r for r in train_rel + val_rel if r not in by_rel and r not in skipped_rel]
-        if missing:
-            raise DataError(
-                f"The split file names {len(missing)} image(s) that are not in {root}, e.g. {', '.join(missing[:3])}."
-            )
-        overlap = set(train_rel) & set(val_rel)
-        if overlap:
-            raise DataError(f"The split file lists {len(overlap)} image(s) in both train and val, e.g. {sorted(overlap)[0]}.")
-        train = [by_rel[r] for r in train_rel if r in by_rel]
-        val = [by_rel[r] for r in val_rel if r in by_rel]
-        if not val:
-            raise DataError("The split file's val list is empty.")
-        return DataSplits(classes, train, val, root, skipped)
-    train_idx, val_idx = stratified_split([s.label for s in samples], config.val_fraction, config.seed)
-    return DataSplits(classes, [samples[i] for i in train_idx], [samples[i] for i in val_idx], root, skipped)
-
-
-def _check_train_covers_classes(classes: list[str], train: list[Sample]) -> None:
-    present = {s.label for s in train}
-    absent = [c for i, c in enumerate(classes) if i not in present]
-    if absent:
-        raise DataError(f"Every class needs at least one training image; none for: {', '.join(absent)}.")
-
-
-# ---------------------------------------------------------------------------------------------
-# The run
-# ---------------------------------------------------------------------------------------------
 def finetune(
     config: TrainConfig,
     *,
@@ -175,12 +106,14 @@ class _Run:
         self.resume = resume
         self.pre = self.backbone.preprocessing(config.image_size)
         self.history: list[dict[str, Any]] = []
-        self.best_loss = math.inf
         self.best_epoch: dict[str, Any] | None = None
+        self.best_loss = float("inf")
         self.bad_epochs = 0
         self.step_counter = 0
         self.started = time.perf_counter()
         self.timings: dict[str, float] = {}
+        self.plan: Plan | None = None
+        self.head_fit: dict[str, Any] = {}
 
     # ---- helpers -------------------------------------------------------------------------
     def _stop_check(self) -> None:
@@ -192,11 +125,6 @@ class _Run:
         if hook is not None:
             hook(what=what, done=done, total=total)
         self._stop_check()
-
-    def _phase_plan(self) -> list[tuple[str, int, int | None]]:
-        c = self.config
-        n = c.unfreeze_blocks
-        return [("head", c.head_epochs, 0), ("finetune", c.finetune_epochs, None if n is None or n < 0 else n)]
 
     def _save_checkpoint(self, phase_index: int, epoch: int, phase_done: bool, optimizer: torch.optim.Optimizer | None) -> None:
         self.step_counter += 1
@@ -210,9 +138,11 @@ class _Run:
                 "epoch": epoch,
                 "phase_done": phase_done,
                 "history": self.history,
-                "best_loss": None if math.isinf(self.best_loss) else self.best_loss,
+                "best_loss": None if self.best_loss == float("inf") else self.best_loss,
                 "best_epoch": self.best_epoch,
                 "bad_epochs": self.bad_epochs,
+                "plan": self.plan.to_dict() if self.plan else None,
+                "head_fit": self.head_fit,
                 "config": self._config_fingerprint(),
                 "classes": self.classes,
             },
@@ -227,27 +157,31 @@ class _Run:
     # ---- 1) data and model ---------------------------------------------------------------
     def _prepare(self) -> None:
         c = self.config
-        splits = load_splits(c)
-        self.classes = splits.classes
-        self.val_root = splits.val_root
+        t0 = time.perf_counter()
+        self.splits = load_splits(c)
+        self.classes = self.splits.classes
+        self.val_root = self.splits.val_root
+        self.timings["split_s"] = time.perf_counter() - t0
         torch.manual_seed(c.seed)
         self.model, parts = self.backbone.transfer_model(
             len(self.classes), pretrained=True, weights_path=c.backbone_weights, dropout=c.head_dropout
         )
         self.head_matches: dict[int, int] = {}
+        self.head_prior = torch.zeros_like(self.model.head.weight)
         if c.init_head_from_pretrained:
             self.head_matches = match_original_classes(self.backbone, self.classes, Path(c.data_dir))
-            init_head_from_classifier(self.model, parts.classifier, self.head_matches)
+            with torch.no_grad():
+                init_head_from_classifier(self.model, parts.classifier, self.head_matches)
+                for new, old in self.head_matches.items():
+                    self.head_prior[new] = parts.classifier.weight[old].float()
         self.model.freeze_backbone()
         self.model.to(self.device, memory_format=torch.channels_last)
-        self.splits = splits
 
     def _decode(self) -> None:
-        c = self.config
-        splits = self.splits
-        # Decode every image once (worker processes), dropping files that fail to decode.
+        c, splits = self.config, self.splits
         t0 = time.perf_counter()
-        samples = splits.train + splits.val
+        parts = {"train": splits.train, "val": splits.val, "test": splits.test}
+        samples = [s for p in parts.values() for s in p]
         images, failures = decode_images(
             [s.path for s in samples],
             resize_size=self.pre["resize_size"],
@@ -255,114 +189,53 @@ class _Run:
             num_workers=c.num_workers,
             on_progress=lambda done, total: self._progress("decode", done, total),
         )
-        skipped = list(splits.skipped) + [(samples[i].relpath, why) for i, why in sorted(failures.items())]
-        keep_train = [i for i in range(len(splits.train)) if i not in failures]
-        keep_val = [len(splits.train) + i for i in range(len(splits.val)) if len(splits.train) + i not in failures]
-        self.train_samples = [samples[i] for i in keep_train]
-        self.val_samples = [samples[i] for i in keep_val]
-        self.train_images = [images[i] for i in keep_train]
-        self.val_images = [images[i] for i in keep_val]
-        _check_train_covers_classes(self.classes, self.train_samples)
-        if not self.val_samples:
+        self.skipped = list(splits.skipped) + [(samples[i].relpath, why) for i, why in sorted(failures.items())]
+        self.samples: dict[str, list] = {}
+        self.images: dict[str, list[torch.Tensor]] = {}
+        self.labels: dict[str, torch.Tensor] = {}
+        offset = 0
+        for name, part in parts.items():
+            keep = [offset + i for i in range(len(part)) if offset + i not in failures]
+            offset += len(part)
+            self.samples[name] = [samples[i] for i in keep]
+            self.images[name] = [images[i] for i in keep]
+            self.labels[name] = torch.tensor([s.label for s in self.samples[name]], dtype=torch.long)
+        present = {s.label for s in self.samples["train"]}
+        absent = [cl for i, cl in enumerate(self.classes) if i not in present]
+        if absent:
+            raise DataError(f"Every class needs at least one training image; none for: {', '.join(absent)}.")
+        if not self.samples["val"]:
             raise DataError("No validation image could be decoded.")
-        self.train_labels = torch.tensor([s.label for s in self.train_samples])
-        self.val_labels = torch.tensor([s.label for s in self.val_samples])
-        self.skipped = skipped
-        warn_skipped(skipped)
+        check_classes(self.classes, self.samples["train"], root=c.data_dir, min_per_class=1)
+        warn_skipped(self.skipped)
         self.timings["decode_s"] = time.perf_counter() - t0
 
-    # ---- 2) caches -----------------------------------------------------------------------
-    def _finetune_split(self) -> int | None:
-        """Stage index where cached inputs enter in the finetune phase (None = from images)."""
-        c = self.config
-        n = self._phase_plan()[1][2]
-        k = self.model.num_stages
-        if not c.cache_features or c.finetune_epochs == 0 or n is None or n >= k or n <= 0:
-            return None
-        return k - n
+    # ---- 2) the plan ---------------------------------------------------------------------
+    def _unfreeze(self) -> int | None:
+        n = self.config.unfreeze_blocks
+        return None if n is None or n < 0 or n >= self.model.num_stages else n
 
-    @torch.no_grad()
-    def _build_caches(self, need_head: bool, split: int | None) -> None:
-        """One pass over the images: outputs of stages[:split] and of all stages (features)."""
+    def _make_plan(self) -> Plan:
         c = self.config
-        t0 = time.perf_counter()
-        self.model.eval()
-        eval_tf = EvalTransform(size=self.pre["image_size"], mean=self.pre["mean"], std=self.pre["std"])
-        aug_tf = train_transform(c.augmentation, size=self.pre["image_size"], mean=self.pre["mean"], std=self.pre["std"])
-        views = c.views
-        jobs: list[tuple[str, int, TransformedImages]] = [("val", 0, TransformedImages(self.val_images, self.val_labels, eval_tf))]
-        for v in range(views):
-            tf = eval_tf if v == 0 else aug_tf
-            jobs.append(("train", v, TransformedImages(self.train_images, self.train_labels, tf, seed=c.seed, phase=_VIEW_PHASE, view=v)))
-        total = sum(len(ds) for _, _, ds in jobs)
-        done = 0
-        store: dict[tuple[str, str], torch.Tensor] = {}
-        for part, v, ds in jobs:
-            n_views = 1 if part == "val" else views
-            pos = 0
-            for x, _ in image_batches(ds, batch_size=16, num_workers=0):
-                x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-                outputs: dict[str, torch.Tensor] = {}
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                    if split is not None:
-                        mid = self.model.forward_stages(x, 0, split)
-                        outputs["prefix"] = mid
-                        if need_head:
-                            outputs["features"] = self.model.forward_stages(mid, split)
-                    else:
-                        outputs["features"] = self.model.forward_stages(x, 0)
-                for kind, out in outputs.items():
-                    key = (part, kind)
-                    if key not in store:
-                        store[key] = torch.empty((n_views, len(ds), *out.shape[1:]), dtype=torch.float32)
-                    store[key][v, pos : pos + len(x)] = out.float().cpu()
-                pos += len(x)
-                done += len(x)
-                self._progress("features", done, total)
-        self.cache = store
-        self.timings["cache_s"] = self.timings.get("cache_s", 0.0) + time.perf_counter() - t0
-
-    def _view_choice(self, phase_index: int, epoch: int) -> torch.Tensor | None:
-        views = self.config.views
-        if views == 1:
-            return None
-        g = torch.Generator().manual_seed(sample_seed(self.config.seed, phase_index, epoch, -3 & 0xFFFFFFFF))
-        return torch.randint(0, views, (len(self.train_samples),), generator=g)
-
-    # ---- 3) batches per phase ------------------------------------------------------------
-    def _train_batches(self, phase_index: int, epoch: int, start: int):
-        c = self.config
-        order = epoch_order(len(self.train_samples), seed=c.seed, phase=phase_index, epoch=epoch)
-        kind = "features" if start == self.model.num_stages else "prefix"
-        if start > 0:
-            return cached_batches(
-                self.cache[("train", kind)], self.train_labels, batch_size=c.batch_size, order=order,
-                view_choice=self._view_choice(phase_index, epoch),
-            )
-        tf = train_transform(c.augmentation, size=self.pre["image_size"], mean=self.pre["mean"], std=self.pre["std"])
-        ds = TransformedImages(self.train_images, self.train_labels, tf, seed=c.seed, phase=phase_index, epoch=epoch)
-        cuda = self.device.type == "cuda"
-        return image_batches(
-            ds, batch_size=c.batch_size, order=order, num_workers=resolve_workers(c.num_workers) if cuda else 0, pin_memory=cuda
+        store = self.store
+        costs = store.measure_costs(self.images["train"][:32], self.labels["train"][:32], unfreeze=self._unfreeze() or self.model.num_stages)
+        self.timings["costs"] = {k: round(v * 1000, 3) for k, v in costs.__dict__.items() if v is not None}  # ms per image
+        augment = c.augmentation != "none"
+        return make_plan(
+            budget_s=c.budget_seconds,
+            spent_s=time.perf_counter() - self.started,
+            n_train=len(self.samples["train"]),
+            n_val=len(self.samples["val"]),
+            n_test=len(self.samples["test"]),
+            costs=costs,
+            augment=augment,
+            views=c.feature_views or None,
+            finetune_epochs=c.finetune_epochs,
+            unfreeze_blocks=self._unfreeze(),
+            allow_images_path=self.device.type == "cuda" and c.cache_features and c.unfreeze_blocks is not None,
         )
 
-    def _val_batches(self, start: int):
-        bs = max(64, self.config.batch_size)
-        if start > 0:
-            kind = "features" if start == self.model.num_stages else "prefix"
-            return cached_batches(self.cache[("val", kind)], self.val_labels, batch_size=bs)
-        tf = EvalTransform(size=self.pre["image_size"], mean=self.pre["mean"], std=self.pre["std"])
-        return image_batches(TransformedImages(self.val_images, self.val_labels, tf), batch_size=bs, pin_memory=self.device.type == "cuda")
-
-    def _build_optimizer(self, phase: str) -> torch.optim.Optimizer:
-        from training.optim import build_optimizer
-
-        c = self.config
-        lr = c.head_lr if phase == "head" else c.finetune_lr
-        groups = param_groups(self.model, head_lr=lr, backbone_lr=lr * c.backbone_lr_mult, weight_decay=c.weight_decay)
-        return build_optimizer(c.optimizer, groups, lr=lr, weight_decay=c.weight_decay)
-
-    # ---- 4) the loop ---------------------------------------------------------------------
+    # ---- 3) the loop ---------------------------------------------------------------------
     def run(self) -> FinetuneResult:
         c = self.config
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -384,62 +257,100 @@ class _Run:
             start_phase, start_epoch = progress["phase_index"], progress["epoch"]
             phase_done = progress["phase_done"]
             self.history = progress["history"]
-            self.best_loss = progress["best_loss"] if progress["best_loss"] is not None else math.inf
+            self.best_loss = progress["best_loss"] if progress.get("best_loss") is not None else float("inf")
             self.best_epoch = progress["best_epoch"]
             self.bad_epochs = progress["bad_epochs"]
             self.step_counter = progress["step"]
+            self.head_fit = progress.get("head_fit") or {}
+            if progress.get("plan"):
+                p = dict(progress["plan"])
+                p.pop("total_s", None)
+                self.plan = Plan(**p)
         else:
             ckpt.remove_training_checkpoint(self.out_dir)
             ckpt.remove_run_files(self.out_dir)  # a half-new folder must not look like a finished run
             self._save_checkpoint(0, 0, False, None)  # a run cancelled before its first epoch resumes from here
 
-        plan = self._phase_plan()
-        if phase_done or (start_epoch >= plan[start_phase][1]):
-            start_phase, start_epoch, opt_state = start_phase + 1, 0, None
-
-        split = self._finetune_split()
-        need_head = c.cache_features and start_phase == 0 and c.head_epochs > 0
-        need_prefix = split is not None and c.finetune_epochs > 0
         try:
             self._decode()
-            if need_head or need_prefix:
-                self._build_caches(need_head, split if need_prefix else None)
-            if need_head and not self.history:
-                # What the new head knows before its first epoch (pretrained rows or random).
-                start = self.model.num_stages
-                before = evaluate(self.model, self._val_batches(start), start_stage=start, device=self.device)
+            self.store = FeatureStore(self.model, self.pre, self.device, seed=c.seed, augmentation=c.augmentation,
+                                      progress=self._progress)
+            if self.plan is None:
+                self.plan = self._make_plan()
+            plan = self.plan
+            on_plan = getattr(self.reporter, "on_plan", None)
+            if on_plan is not None:
+                on_plan(plan=plan.to_dict())
+            split = self.model.num_stages - plan.unfreeze_blocks if plan.path == "cached" and plan.unfreeze_blocks else None
+            self.split = split if c.cache_features else None
+            self.store.build(self.images, self.labels, views=plan.views, split=self.split)
+            self.timings["cache_s"] = self.store.seconds
+            phases = [("head", 1 if c.head_solver == "lbfgs" else c.head_epochs, 0),
+                      ("finetune", plan.finetune_epochs, plan.unfreeze_blocks)]
+            if phase_done or (start_phase < len(phases) and start_epoch >= phases[start_phase][1]):
+                start_phase, start_epoch, opt_state = start_phase + 1, 0, None
+            if start_phase == 0 and start_epoch == 0:
+                before = evaluate(self.model, self.store.batches("val", "features", 256), start_stage=self.model.num_stages,
+                                  device=self.device)
                 self.timings["initial_val_acc"] = before["acc"]
                 self.timings["initial_val_loss"] = before["loss"]
-            for phase_index in range(start_phase, len(plan)):
-                name, epochs, n_unfrozen = plan[phase_index]
+            for phase_index in range(start_phase, len(phases)):
+                name, epochs, n_unfrozen = phases[phase_index]
                 if epochs == 0:
                     continue
                 first_epoch = start_epoch if phase_index == start_phase else 0
-                self._run_phase(phase_index, name, epochs, n_unfrozen, first_epoch, opt_state, split)
+                if name == "head" and c.head_solver == "lbfgs":
+                    self._solve_head()
+                else:
+                    self._run_phase(phase_index, name, epochs, n_unfrozen, first_epoch, opt_state)
                 opt_state = None
+                if name == "head":
+                    ckpt.save_named(self.out_dir, "head", self.model.state_dict())
         except Cancelled:
-            # The last completed epoch is already on disk (or the initial state): resume continues there.
             raise Cancelled(
                 f"The run was cancelled; {len(self.history)} epoch(s) are saved in {self.out_dir / ckpt.CHECKPOINT_DIR} "
                 "and resume continues from the last one."
             ) from None
-        return self._finish(split)
+        return finish_run(self)
 
-    def _start_stage(self, phase: str, split: int | None) -> int:
+    # ---- 4) the head ---------------------------------------------------------------------
+    def _solve_head(self) -> None:
+        """Phase 1 by L-BFGS on the cached features of every view; one history entry."""
+        self.reporter.on_phase_start(phase="head", epochs=1, batches_per_epoch=1)
+        t0 = time.perf_counter()
+        x_train, y_train = self.store.all_views("train", "features")
+        x_val = self.store.tensor("val", "features")
+        fit = fit_head(
+            x_train, y_train, x_val, self.labels["val"], num_classes=len(self.classes),
+            prior=self.head_prior, should_stop=self._stop_check,
+        )
+        with torch.no_grad():
+            self.model.head.weight.copy_(fit.weight)
+            self.model.head.bias.copy_(fit.bias)
+        self.head_fit = {"solver": "lbfgs", "lambda": fit.lam, "path": fit.path, "seconds": round(fit.seconds, 3)}
+        metrics = {
+            "train_loss": fit.train_loss, "train_acc": fit.train_acc, "val_loss": fit.val_loss, "val_acc": fit.val_acc,
+            "val_top5": fit.val_top5, "lr": 0.0, "seconds": time.perf_counter() - t0,
+        }
+        self.reporter.on_batch(phase="head", epoch=1, batch=1, batches=1, loss=fit.train_loss)
+        self._end_epoch(0, "head", 0, metrics, None)
+
+    # ---- 5) epochs with an optimizer -----------------------------------------------------
+    def _build_optimizer(self, phase: str) -> torch.optim.Optimizer:
+        from training.optim import build_optimizer
+
         c = self.config
+        lr = c.head_lr if phase == "head" else c.finetune_lr
+        groups = param_groups(self.model, head_lr=lr, backbone_lr=lr * c.backbone_lr_mult, weight_decay=c.weight_decay)
+        return build_optimizer(c.optimizer, groups, lr=lr, weight_decay=c.weight_decay)
+
+    def _start_stage(self, phase: str) -> int:
         if phase == "head":
-            return self.model.num_stages if c.cache_features else 0
-        return split if split is not None else 0
+            return self.model.num_stages
+        return self.split if self.split is not None else 0
 
     def _run_phase(
-        self,
-        phase_index: int,
-        phase: str,
-        epochs: int,
-        n_unfrozen: int | None,
-        first_epoch: int,
-        opt_state: dict[str, Any] | None,
-        split: int | None,
+        self, phase_index: int, phase: str, epochs: int, n_unfrozen: int | None, first_epoch: int, opt_state: dict[str, Any] | None
     ) -> None:
         c = self.config
         # Freeze / unfreeze, then a fresh optimizer for the new trainable set (fastai, timm).
@@ -448,22 +359,27 @@ class _Run:
         optimizer = self._build_optimizer(phase)
         if opt_state is not None:
             optimizer.load_state_dict(opt_state)
-        start = self._start_stage(phase, split)
-        batches = num_batches(len(self.train_samples), c.batch_size)
+        start = self._start_stage(phase)
+        kind = "features" if start == self.model.num_stages else ("prefix" if start > 0 else "images")
+        n_train = len(self.samples["train"])
+        batches = num_batches(n_train, c.batch_size)
         total_steps = epochs * batches
+        warmup = int(round(c.warmup_epochs * batches)) if phase == "finetune" else 0
         self.reporter.on_phase_start(phase=phase, epochs=epochs, batches_per_epoch=batches)
         if first_epoch == 0:
             self.bad_epochs = 0
         for epoch in range(first_epoch, epochs):
             torch.manual_seed(sample_seed(c.seed, phase_index, epoch, -2 & 0xFFFFFFFF))  # dropout
+            order = epoch_order(n_train, seed=c.seed, phase=phase_index, epoch=epoch)
             train = train_one_epoch(
                 self.model,
-                self._train_batches(phase_index, epoch, start),
+                self.store.train_batches(kind, batch_size=c.batch_size, order=order, phase=phase_index, epoch=epoch),
                 optimizer,
                 start_stage=start,
                 device=self.device,
                 label_smoothing=c.label_smoothing,
                 schedule=c.schedule,
+                warmup_steps=warmup,
                 step=epoch * batches,
                 total_steps=total_steps,
                 on_batch=lambda b, loss, e=epoch: self.reporter.on_batch(
@@ -471,102 +387,28 @@ class _Run:
                 ),
                 should_stop=self.reporter.should_stop,
             )
-            val = evaluate(self.model, self._val_batches(start), start_stage=start, device=self.device)
+            val = evaluate(self.model, self.store.batches("val", kind, max(64, c.batch_size)), start_stage=start, device=self.device)
             metrics = {
-                "train_loss": train["loss"],
-                "train_acc": train["acc"],
-                "val_loss": val["loss"],
-                "val_acc": val["acc"],
-                "val_top5": val["top5"],
-                "lr": train["lr"],
-                "seconds": train["seconds"] + val["seconds"],
+                "train_loss": train["loss"], "train_acc": train["acc"], "val_loss": val["loss"], "val_acc": val["acc"],
+                "val_top5": val["top5"], "lr": train["lr"], "seconds": train["seconds"] + val["seconds"],
             }
-            self.history.append({"phase": phase, "epoch": epoch + 1, **metrics})
-            improved = val["loss"] < self.best_loss - 1e-7
-            if improved:
-                self.best_loss = val["loss"]
-                self.best_epoch = {"phase": phase, "epoch": epoch + 1, "val_loss": val["loss"], "val_acc": val["acc"]}
-                self.bad_epochs = 0
-                if c.early_stopping_patience > 0:
-                    ckpt.save_best(self.out_dir, self.model.state_dict())
-            else:
-                self.bad_epochs += 1
-            stop_phase = c.early_stopping_patience > 0 and self.bad_epochs >= c.early_stopping_patience
-            self._save_checkpoint(phase_index, epoch + 1, stop_phase, optimizer)
-            self.reporter.on_epoch_end(phase=phase, epoch=epoch + 1, metrics=metrics)
-            if stop_phase:
+            if self._end_epoch(phase_index, phase, epoch, metrics, optimizer):
                 break
 
-    # ---- 5) final evaluation and the run directory ---------------------------------------
-    def _finish(self, split: int | None) -> FinetuneResult:
+    def _end_epoch(self, phase_index: int, phase: str, epoch: int, metrics: dict[str, Any], optimizer: Any) -> bool:
+        """Record an epoch; with early stopping keep the best weights (validation loss). True = stop the phase."""
         c = self.config
-        restored = False
-        if c.early_stopping_patience > 0:
-            best = ckpt.load_best(self.out_dir)
-            if best is not None:
-                self.model.load_state_dict(best)
-                restored = True
-        ran_finetune = any(h["phase"] == "finetune" for h in self.history)
-        finetuned_now = ran_finetune and not (restored and self.best_epoch and self.best_epoch["phase"] == "head")
-        if split is not None and ("val", "prefix") in getattr(self, "cache", {}):
-            start = split
-        elif not finetuned_now and c.cache_features and ("val", "features") in getattr(self, "cache", {}):
-            start = self.model.num_stages
+        self.history.append({"phase": phase, "epoch": epoch + 1, **metrics})
+        improved = metrics["val_loss"] < self.best_loss - 1e-7
+        if improved:
+            self.best_loss = metrics["val_loss"]
+            self.best_epoch = {"phase": phase, "epoch": epoch + 1, "val_loss": metrics["val_loss"], "val_acc": metrics["val_acc"]}
+            self.bad_epochs = 0
+            if c.early_stopping_patience > 0:
+                ckpt.save_best(self.out_dir, self.model.state_dict())
         else:
-            start = 0
-        result = evaluate(self.model, self._val_batches(start), start_stage=start, device=self.device, return_outputs=True)
-        report = classification_report(result["probs"], result["targets"], self.classes)
-        probs = result["probs"]
-        conf, pred = probs.max(1) if probs.numel() else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
-        report["predictions"] = [
-            {
-                "path": s.relpath,
-                "true": self.classes[s.label],
-                "pred": self.classes[int(p)],
-                "confidence": float(cf),
-                "correct": int(p) == s.label,
-            }
-            for s, p, cf in zip(self.val_samples, pred, conf)
-        ]
-        report["classes"] = self.classes
-        report["root"] = str(self.val_root)
-        report["loss"] = result["loss"]
-
-        elapsed = time.perf_counter() - self.started
-        metrics = {
-            "val_acc": report["top1"],
-            "val_top5": report["top5"],
-            "val_loss": result["loss"],
-            "best_val_acc": max([h["val_acc"] for h in self.history] + [report["top1"]]),
-            "best_epoch": self.best_epoch,
-            "restored_best": restored,
-            "epochs": len(self.history),
-            "train_images": len(self.train_samples),
-            "val_images": len(self.val_samples),
-            "seconds": elapsed,
-            **{k: (round(v, 3) if k.endswith("_s") else v) for k, v in self.timings.items()},
-        }
-        meta = {
-            "format": ckpt.FORMAT_VERSION,
-            "backbone": self.backbone.name,
-            "backbone_title": self.backbone.title,
-            "num_classes": len(self.classes),
-            "class_names": self.classes,
-            "architecture": {"num_features": self.model.num_features, "dropout": c.head_dropout},
-            "preprocessing": self.pre,
-            "config": c.to_dict(),
-            "metrics": metrics,
-            "head_init": {
-                "from_pretrained": c.init_head_from_pretrained,
-                "matched_classes": [self.classes[i] for i in sorted(self.head_matches)],
-            },
-            "skipped": [list(s) for s in self.skipped],
-            "device": str(self.device),
-            "versions": ckpt.library_versions(),
-            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        }
-        state = {k: v for k, v in self.model.state_dict().items()}
-        ckpt.save_run(self.out_dir, model_state=state, meta=meta, history=self.history, validation=report)
-        ckpt.remove_training_checkpoint(self.out_dir)
-        return FinetuneResult(self.out_dir, metrics, self.history, self.classes, self.skipped)
-
+            self.bad_epochs += 1
+        stop_phase = c.early_stopping_patience > 0 and self.bad_epochs >= c.early_stopping_patience
+        self._save_checkpoint(phase_index, epoch + 1, stop_phase, optimizer)
+        self.reporter.on_epoch_end(phase=phase, epoch=epoch + 1, metrics=metrics)
+        return stop_phase

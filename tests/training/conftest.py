@@ -61,11 +61,13 @@ def resnet20_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def tiny_config(image_folder: Path, resnet20_checkpoint: Path) -> TrainConfig:
-    """cifar10_resnet20 at 32 px, 2 head + 2 finetune epochs, CPU, no workers."""
+    """cifar10_resnet20 at 32 px, 2 head + 2 finetune epochs (the lecture's epoch-trained head), CPU, no workers."""
     return TrainConfig(
         data_dir=str(image_folder),
         backbone="cifar10_resnet20",
         backbone_weights=str(resnet20_checkpoint),
+        budget_minutes=0,
+        head_solver="epochs",
         head_epochs=2,
         finetune_epochs=2,
         unfreeze_blocks=1,

@@ -15,8 +15,9 @@ def test_finetune_prints_one_summary_line_per_epoch_and_writes_the_run(tmp_path,
     data = make_image_folder(tmp_path / "data", {"red": 6, "blue": 6})
     assert main(_finetune_args(data, tmp_path / "run", resnet20_checkpoint, "--early-stopping", "0")) == 0
     out = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in out if " epoch " in line] == ["head", "finetune"]
-    assert out[-1].startswith("done: val top-1") and (tmp_path / "run" / "model.safetensors").is_file()
+    assert [line.split()[0] for line in out if " epoch " in line and not line.startswith("done:")] == ["head", "finetune"]
+    assert out[-1].startswith("done: test top-1") and "kept: " in out[-1] and "fine-tune gain" in out[-1]
+    assert (tmp_path / "run" / "model.safetensors").is_file() and (tmp_path / "run" / "test.json").is_file()
 
 
 def _finetune_args(data, out, weights, *extra):

@@ -1,6 +1,5 @@
 import json
 import warnings
-from collections import Counter
 
 import pytest
 import torch
@@ -13,11 +12,10 @@ from training.data import (
     decode_images,
     resolve_workers,
     scan_image_folder,
-    stratified_split,
     train_transform,
 )
 from training.errors import DataError
-from training.finetune import load_splits
+from training.splits import load_splits
 
 
 def test_scan_lists_classes_and_skips_non_images_with_reasons(tmp_path):
@@ -56,16 +54,6 @@ def test_decoding_in_worker_processes_equals_decoding_here(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(here, workers))
 
 
-def test_stratified_split_is_seeded_and_keeps_every_class_on_both_sides():
-    labels = [0] * 10 + [1] * 5 + [2] * 2
-    train, val = stratified_split(labels, 0.2, seed=3)
-    assert (train, val) == stratified_split(labels, 0.2, seed=3)
-    assert set(train).isdisjoint(val) and sorted(train + val) == list(range(len(labels)))
-    val_counts = Counter(labels[i] for i in val)
-    assert val_counts == {0: 2, 1: 1, 2: 1}
-    assert stratified_split(labels, 0.2, seed=4) != (train, val)
-
-
 def test_split_file_is_used_exactly(tmp_path):
     root = make_image_folder(tmp_path / "d", {"red": 3, "blue": 3})
     split = {"train": ["red/000.png", "red/001.png", "blue/000.png"], "val": ["red/002.png", "blue/001.png"]}
@@ -73,6 +61,15 @@ def test_split_file_is_used_exactly(tmp_path):
     splits = load_splits(TrainConfig(data_dir=str(root), split_file=str(tmp_path / "split.json")))
     assert [s.relpath for s in splits.train] == split["train"]
     assert [s.relpath for s in splits.val] == split["val"]
+    assert splits.test == []
+
+
+def test_split_file_with_a_test_part_and_an_overlap_is_refused(tmp_path):
+    root = make_image_folder(tmp_path / "d", {"red": 3, "blue": 3})
+    split = {"train": ["red/000.png", "blue/000.png"], "val": ["red/001.png"], "test": ["red/001.png"]}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    with pytest.raises(DataError, match="two parts"):
+        load_splits(TrainConfig(data_dir=str(root), split_file=str(tmp_path / "split.json")))
 
 
 def test_split_file_naming_unknown_images_is_a_data_error(tmp_path):

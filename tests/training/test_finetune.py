@@ -48,7 +48,7 @@ def test_run_writes_a_complete_directory_and_reports_each_epoch(tiny_config, tmp
     assert isinstance(rec, Reporter)
     result = finetune(tiny_config, out_dir=tmp_path / "run", reporter=rec)
     out = tmp_path / "run"
-    assert sorted(p.name for p in out.iterdir()) == ["history.json", "meta.json", "model.safetensors", "validation.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["history.json", "meta.json", "model.safetensors", "test.json", "validation.json"]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["backbone"] == "cifar10_resnet20" and meta["class_names"] == ["blue", "green", "red"]
     assert meta["preprocessing"]["image_size"] == 32 and meta["config"]["head_epochs"] == 2
@@ -65,7 +65,7 @@ def test_run_writes_a_complete_directory_and_reports_each_epoch(tiny_config, tmp
     phases = [e[1]["phase"] for e in rec.events if e[0] == "phase"]
     assert phases == ["head", "finetune"]
     assert [e[1]["epoch"] for e in rec.events if e[0] == "epoch"] == [1, 2, 1, 2]
-    assert sum(1 for e in rec.events if e[0] == "batch") == 4 * 4  # 30 train images / batch 8
+    assert sum(1 for e in rec.events if e[0] == "batch") == 4 * 3  # 24 train images (6 val, 6 test) / batch 8
     assert result.history == history
 
 
@@ -236,3 +236,33 @@ def test_optimizer_state_round_trips_through_safetensors_and_json(tmp_path):
     for key, value in opt.state_dict()["state"][0].items():
         other = opt2.state_dict()["state"][0][key]
         assert torch.equal(torch.as_tensor(value), torch.as_tensor(other))
+
+
+def test_the_default_recipe_solves_the_head_plans_to_the_budget_and_reports_test_once(tiny_config, tmp_path):
+    config = tiny_config.replace(head_solver="lbfgs", budget_minutes=2.0, finetune_epochs=None, augmentation="light")
+    rec = Recorder()
+    result = finetune(config, out_dir=tmp_path / "run", reporter=rec)
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    plan = meta["plan"]
+    assert plan["path"] == "cached" and plan["views"] >= 1 and plan["finetune_epochs"] >= 1 and plan["budget_s"] == 120
+    heads = [h for h in result.history if h["phase"] == "head"]
+    assert len(heads) == 1 and meta["head_fit"]["solver"] == "lbfgs" and meta["head_fit"]["path"]
+    m = result.metrics
+    assert m["test_images"] == 6 and m["train_images"] == 24 and m["val_images"] == 6
+    assert {"test_acc", "head_test_acc", "finetune_gain_test", "kept", "finetune_gain_val"} <= set(m)
+    assert m["finetune_gain_test"] == pytest.approx(m["test_acc"] - m["head_test_acc"])
+    assert m["kept"]["phase"] in ("head", "finetune")
+    test = json.loads((tmp_path / "run" / "test.json").read_text())
+    assert len(test["predictions"]) == 6 and test["top1"] == m["test_acc"]
+    val_paths = {p["path"] for p in json.loads((tmp_path / "run" / "validation.json").read_text())["predictions"]}
+    assert val_paths.isdisjoint(p["path"] for p in test["predictions"])
+
+
+def test_a_fine_tune_that_lowers_validation_accuracy_keeps_the_converged_head(tiny_config, tmp_path):
+    config = tiny_config.replace(head_solver="lbfgs", finetune_epochs=2, optimizer="sgd", finetune_lr=50.0, warmup_epochs=0)
+    result = finetune(config, out_dir=tmp_path / "run")
+    heads = [h for h in result.history if h["phase"] == "head"]
+    tunes = [h for h in result.history if h["phase"] == "finetune"]
+    assert tunes[-1]["val_acc"] < heads[-1]["val_acc"]
+    assert result.metrics["kept"]["phase"] == "head" and "head is kept" in result.metrics["kept"]["why"]
+    assert result.metrics["val_acc"] == pytest.approx(heads[-1]["val_acc"])

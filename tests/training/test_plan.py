@@ -1,0 +1,48 @@
+"""The phase plan fits the views and epochs to the time budget."""
+
+from training.plan import MAX_VIEWS, Costs, make_plan
+
+CPU = Costs(prefix_forward=0.015, tail_step=0.002, tail_forward=0.0007, full_step=None, head_fit=0.001)
+
+
+def _plan(**kw):
+    args = {"budget_s": 300.0, "spent_s": 10.0, "n_train": 500, "n_val": 110, "n_test": 110, "costs": CPU, "augment": True}
+    return make_plan(**{**args, **kw})
+
+
+def test_a_small_dataset_gets_many_views_and_fits_the_budget():
+    plan = _plan()
+    assert plan.path == "cached" and plan.views == MAX_VIEWS and plan.finetune_epochs >= 3
+    assert plan.total_s <= 300 and not plan.over_budget
+
+
+def test_a_large_dataset_gets_fewer_views_and_still_fits():
+    small, large = _plan(), _plan(n_train=3400, n_val=720, n_test=720)
+    assert 1 <= large.views < small.views and large.total_s <= 300 and not large.over_budget
+
+
+def test_when_nothing_fits_the_plan_says_so_with_an_honest_estimate():
+    plan = _plan(n_train=30000, n_val=6000, n_test=6000)
+    assert plan.views == 1 and plan.over_budget and plan.total_s > 300 and "over the budget" in plan.reason
+
+
+def test_explicit_views_and_epochs_are_kept_and_only_estimated():
+    plan = _plan(views=3, finetune_epochs=2)
+    assert (plan.views, plan.finetune_epochs) == (3, 2) and plan.estimates["features"] > 0
+
+
+def test_without_augmentation_one_view_is_enough():
+    assert _plan(augment=False).views == 1
+
+
+def test_a_gpu_picks_the_whole_network_when_ten_epochs_of_it_fit():
+    gpu = Costs(prefix_forward=0.0004, tail_step=0.0001, tail_forward=0.00005, full_step=0.001, head_fit=0.0001)
+    plan = _plan(costs=gpu, allow_images_path=True)
+    assert plan.path == "images" and plan.unfreeze_blocks is None and plan.finetune_epochs >= 10
+    assert _plan(costs=gpu, allow_images_path=False).path == "cached"
+    assert _plan(costs=gpu, allow_images_path=True, budget_s=20.0).path == "cached"
+
+
+def test_no_budget_uses_the_defaults():
+    plan = _plan(budget_s=None)
+    assert plan.budget_s is None and plan.views >= 1 and plan.finetune_epochs >= 1
