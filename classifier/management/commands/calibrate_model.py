@@ -25,7 +25,6 @@ import os
 from pathlib import Path
 
 from django.conf import settings
-
 from django.core.management.base import BaseCommand, CommandError
 
 from classifier.models import ModelVersion

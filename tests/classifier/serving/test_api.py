@@ -44,8 +44,10 @@ def test_real_photos_get_their_breed(client, active_model, held_out_photos, sett
     right = sum(a["predictions"][0]["label"] == breed for a, (breed, _) in zip(answers, photos))
     assert right >= 0.9 * len(photos)
     first = answers[0]
-    assert set(first) == {"model", "is_dog", "predictions", "base_predictions", "elapsed_ms"}
-    assert first["model"] == {"id": active_model.pk, "name": "dogs4", "backbone": "efficientnet_lite0"}
+    assert set(first) == {
+        "model", "verdict", "thresholds", "dog_mass", "is_dog", "predictions", "base_predictions", "elapsed_ms",
+    }
+    assert first["model"] == {"id": active_model.pk, "name": "dogs4", "backbone": "efficientnet_lite0", "builtin": False}
     assert len(first["predictions"]) == 4 and len(first["base_predictions"]) == 5
     assert set(first["predictions"][0]) == {"label", "score"}
     assert sum(a["is_dog"] for a in answers) >= 0.9 * len(photos)
