@@ -3,9 +3,12 @@ from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
 
 
-def _ensure_builtin_model(sender, apps, using="default", **kwargs) -> None:  # noqa: ARG001
+def _ensure_builtin_model(sender, **kwargs) -> None:  # noqa: ARG001
     """After every migrate (and every test database flush): the built-in model version exists
     and serves when no other version is active (classifier.versions.services.builtin_ensure)."""
+    from django.apps import apps as global_apps
+
+    apps = kwargs.get("apps") or global_apps  # flush sends no migration state
     try:
         historical = apps.get_model("classifier", "ModelVersion")
     except LookupError:

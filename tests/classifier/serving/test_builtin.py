@@ -52,17 +52,19 @@ def test_builtin_model_names_a_breed_on_a_fresh_install(client, stanford_dogs_di
     answer = _predict(client, beagle)
     assert answer["model"]["builtin"] is True
     assert answer["verdict"] == "dog" and answer["is_dog"] is True
-    assert answer["predictions"][0]["label"] in {"Beagle", "English foxhound", "Walker hound"}
+    labels = [p["label"] for p in answer["predictions"]]
+    assert "Beagle" in labels and set(labels) <= set(ModelVersion.objects.get(kind="builtin").class_names)
     assert set(answer["thresholds"]) == {"dog_mass", "confidence", "source"}
     page = client.post(reverse("classifier:home"), {"image": _photo(beagle)}, follow=True)
     assert page.status_code == 200 and b"118 ImageNet dog breeds" in page.content
 
 
-def test_each_verdict_from_real_photos(client, stanford_dogs_dir, not_dogs_dir, fresh_serving):
+def test_each_verdict_from_real_photos(client, stanford_dogs_dir, not_dogs_dir, fresh_serving, settings):
+    settings.BREEDLAB_RATE_LIMIT = "off"
     cats = sorted((not_dogs_dir / "cats").glob("*.jpg"))
     verdicts = {_predict(client, p)["verdict"] for p in cats[:12]}
     assert "not_a_dog" in verdicts
-    dogs = sorted(stanford_dogs_dir.glob("*/*.jpg"))[::40]
+    dogs = sorted(stanford_dogs_dir.glob("*/*.jpg"))[::60]
     answers = [_predict(client, p) for p in dogs]
     assert {a["verdict"] for a in answers} >= {"dog"}
     # not sure: a dog whose breed the built-in model is unsure of (the thresholds say where)

@@ -49,7 +49,8 @@ def test_a_version_whose_files_are_missing_cannot_be_promoted(settings):
     ghost = ModelVersion.objects.create(name="ghost", backbone="x", path="gone")
     with pytest.raises(version_services.VersionError, match="missing"):
         version_services.model_promote(version=ghost)
-    assert not ModelVersion.objects.filter(is_active=True).exists()
+    ghost.refresh_from_db()
+    assert not ghost.is_active and ModelVersion.objects.get(is_active=True).is_builtin
 
 
 def test_rollback_serves_the_previous_version_again(settings):
