@@ -48,14 +48,16 @@ def test_active_model_endpoint_answers_on_a_fresh_install(client):
 
 
 def test_builtin_model_names_a_breed_on_a_fresh_install(client, stanford_dogs_dir, fresh_serving):
-    beagle = sorted((stanford_dogs_dir / "beagle").glob("*.jpg"))[0]
-    answer = _predict(client, beagle)
-    assert answer["model"]["builtin"] is True
-    assert answer["verdict"] == "dog" and answer["is_dog"] is True
-    labels = [p["label"] for p in answer["predictions"]]
-    assert "Beagle" in labels and set(labels) <= set(ModelVersion.objects.get(kind="builtin").class_names)
-    assert set(answer["thresholds"]) == {"dog_mass", "confidence", "source"}
-    page = client.post(reverse("classifier:home"), {"image": _photo(beagle)}, follow=True)
+    beagles = sorted((stanford_dogs_dir / "beagle").glob("*.jpg"))[:6]
+    answers = [_predict(client, p) for p in beagles]
+    known = set(ModelVersion.objects.get(kind="builtin").class_names)
+    for answer in answers:
+        assert answer["model"]["builtin"] is True and answer["verdict"] in {"dog", "not_sure"}
+        assert {p["label"] for p in answer["predictions"]} <= known
+        assert set(answer["thresholds"]) == {"dog_mass", "confidence", "source"}
+    named = [a for a in answers if a["verdict"] == "dog"]
+    assert named and sum(a["predictions"][0]["label"] == "Beagle" for a in named) >= len(named) / 2
+    page = client.post(reverse("classifier:home"), {"image": _photo(beagles[0])}, follow=True)
     assert page.status_code == 200 and b"118 ImageNet dog breeds" in page.content
 
 
