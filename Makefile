@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast e2e-deps lint check-deploy messages bench clean
+.PHONY: install run manage test test-fast e2e-deps lint check-deploy messages bench clean
 
 install: $(STAMP)
 
@@ -16,6 +16,11 @@ $(STAMP): requirements.txt
 
 run: $(STAMP)
 	$(PY) scripts/run.py
+
+# make manage ARGS="import_dataset dogs ../shared/datasets/stanford-dogs-120": the same as
+# .venv/bin/python manage.py ... (settings find var/secret_key and a running make run's Redis).
+manage: $(STAMP)
+	$(PY) manage.py $(ARGS)
 
 test: $(STAMP) e2e-deps
 	$(PY) -m pytest

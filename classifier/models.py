@@ -158,14 +158,24 @@ class EpochMetric(models.Model):
 
 
 class ModelVersion(models.Model):
-    """A servable model: the files a run produced. At most one is active (a database constraint)."""
+    """A servable model: the files a run produced, or the built-in one (the pretrained network's
+    own 118 ImageNet dog classes, no files). At most one is active (a database constraint)."""
+
+    class Kind(models.TextChoices):
+        FINE_TUNED = "fine_tuned", _("fine-tuned")
+        BUILTIN = "builtin", _("built-in (pretrained)")
+
+    BUILTIN_NAME = "Pretrained: 118 dog breeds (ImageNet)"
 
     run = models.OneToOneField(
         TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="model_version", verbose_name=_("run")
     )
     name = models.CharField(_("name"), max_length=200)
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices, default=Kind.FINE_TUNED)
     backbone = models.CharField(_("backbone"), max_length=100)
-    path = models.CharField(_("folder"), max_length=500, help_text=_("Relative to the runs storage root."))
+    path = models.CharField(
+        _("folder"), max_length=500, blank=True, help_text=_("Relative to the runs storage root (empty for the built-in model).")
+    )
     class_names = models.JSONField(_("classes"), default=list)
     metrics = models.JSONField(_("metrics"), default=dict, blank=True)
     is_active = models.BooleanField(_("active"), default=False)
@@ -185,10 +195,22 @@ class ModelVersion(models.Model):
         verbose_name = _("model version")
         verbose_name_plural = _("model versions")
         constraints = [
-            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="modelversion_one_active")
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="modelversion_one_active"),
+            models.UniqueConstraint(fields=["kind"], condition=Q(kind="builtin"), name="modelversion_one_builtin"),
         ]
 
     def __str__(self) -> str:
+        return str(self.display_name)
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.kind == self.Kind.BUILTIN
+
+    @property
+    def display_name(self) -> str:
+        """The name shown to people: the built-in model's in the reader's language."""
+        if self.is_builtin:
+            return str(_("Pretrained: 118 dog breeds (ImageNet)"))
         return self.name
 
     @property

@@ -9,7 +9,7 @@ domain's views or api.
 """
 
 from django.urls import path
-from drf_spectacular.renderers import OpenApiJsonRenderer
+from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiJsonRenderer2
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from classifier.datasets import api as datasets_api
@@ -65,6 +65,6 @@ api_urlpatterns = [
     path("models", versions_api.ModelListView.as_view(), name="model_list"),
     path("models/rollback", versions_api.ModelRollbackView.as_view(), name="model_rollback"),
     path("models/<int:pk>/promote", versions_api.ModelPromoteView.as_view(), name="model_promote"),
-    path("openapi.json", SpectacularAPIView.as_view(renderer_classes=[OpenApiJsonRenderer]), name="schema"),
+    path("openapi.json", SpectacularAPIView.as_view(renderer_classes=[OpenApiJsonRenderer, OpenApiJsonRenderer2]), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

@@ -79,8 +79,23 @@ def env_path(name: str, default: Path, *, base: Path) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def read_secret_key(base: Path, *, debug: bool) -> str:
-    """SECRET_KEY from the environment, or from the file named by SECRET_KEY_FILE.
+def launcher_value(var_dir: Path, name: str) -> str | None:
+    """A value that a running ``make run`` chose (var/launcher.json, written by scripts/run.py and
+    removed when it stops); None when no launcher runs (the file is missing or its process is gone)."""
+    import json
+
+    try:
+        data = json.loads((Path(var_dir) / "launcher.json").read_text())
+        os.kill(int(data["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    value = data.get(name)
+    return str(value) if value else None
+
+
+def read_secret_key(base: Path, *, debug: bool, generated: Path | None = None) -> str:
+    """SECRET_KEY from the environment, or from the file named by SECRET_KEY_FILE, or from
+    ``generated`` (var/secret_key, which ``make run`` writes) when that file exists.
 
     In DEBUG a fixed development key is allowed; otherwise a missing key stops the process.
     """
@@ -98,6 +113,10 @@ def read_secret_key(base: Path, *, debug: bool) -> str:
         if len(key) < 32:
             raise ImproperlyConfigured(f"SECRET_KEY_FILE={key_file!r} holds a key shorter than 32 characters.")
         return key
+    if generated is not None and Path(generated).is_file():
+        key = Path(generated).read_text().strip()
+        if len(key) >= 32:
+            return key
     if debug:
         return "django-insecure-development-only-key-do-not-use-in-production"
     raise ImproperlyConfigured(

@@ -21,6 +21,7 @@ from config.env import (
     env_list,
     env_path,
     env_str,
+    launcher_value,
     read_secret_key,
 )
 
@@ -28,7 +29,10 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 # 1. Core ------------------------------------------------------------------------------------
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = read_secret_key(BASE_DIR, debug=DEBUG)
+# The storage root (section 2) is needed here: without SECRET_KEY/SECRET_KEY_FILE the key that
+# ``make run`` generated into var/secret_key is used, so manage.py works in the same checkout.
+_VAR_DIR = env_path("BREEDLAB_VAR_DIR", BASE_DIR / "var", base=BASE_DIR)
+SECRET_KEY = read_secret_key(BASE_DIR, debug=DEBUG, generated=_VAR_DIR / "secret_key")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -129,7 +133,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # 4. Redis: Celery broker and the shared cache (rate limits, model version checks) -----------
-REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Without REDIS_URL: the embedded Redis that a running ``make run`` started (var/launcher.json).
+REDIS_URL = env_str("REDIS_URL", launcher_value(VAR_DIR, "redis_url") or "redis://127.0.0.1:6379/0")
 if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r} must start with redis://, rediss:// or unix://.")
 CACHES = {
@@ -181,7 +186,7 @@ TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_TZ = True
 
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "classifier.web.schema.BreedlabAutoSchema",
     "EXCEPTION_HANDLER": "classifier.web.errors.json_error_handler",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",

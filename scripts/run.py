@@ -13,6 +13,7 @@ launcher stops them all, waits for them, and kills whatever is left.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -54,6 +55,19 @@ def ensure_secret_key(var: Path) -> None:
         key_file.chmod(0o600)
         say(f"generated a SECRET_KEY into {key_file}")
     os.environ["SECRET_KEY_FILE"] = str(key_file)
+
+
+LAUNCHER_FILE = "launcher.json"
+
+
+def write_launcher_file(var: Path, **values: str) -> None:
+    """What this launcher chose, for manage.py in another terminal (config/env.py launcher_value
+    reads it while this process lives); removed when it stops."""
+    path = var / LAUNCHER_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), **values}))
+    tmp.chmod(0o600)
+    tmp.replace(path)
 
 
 def redis_answers(url: str, timeout: float = 1.0) -> bool:
@@ -190,6 +204,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         os.environ["REDIS_URL"] = start_redis(stack, var)
+        write_launcher_file(var, redis_url=os.environ["REDIS_URL"])
         manage("migrate", "--noinput", "-v", "0")
         manage("collectstatic", "--noinput", "-v", "0")
         manage("ensure_admin")
@@ -219,6 +234,7 @@ def main() -> int:
         return 0
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        (var / LAUNCHER_FILE).unlink(missing_ok=True)
         stack.stop()
         say("stopped")
 

@@ -28,18 +28,47 @@ from classifier.web.errors import error_response
 
 log = logging.getLogger(__name__)
 
-_LABEL_FIELDS = {"label": serializers.CharField(), "score": serializers.FloatField()}
+def _label_fields() -> dict[str, serializers.Field]:
+    # New field instances for every serializer: one instance shared by two serializers is listed in only one.
+    return {"label": serializers.CharField(), "score": serializers.FloatField()}
+
 _model = inline_serializer(
-    "AnsweringModel", fields={"id": serializers.IntegerField(), "name": serializers.CharField(), "backbone": serializers.CharField()}
+    "AnsweringModel",
+    fields={
+        "id": serializers.IntegerField(),
+        "name": serializers.CharField(),
+        "backbone": serializers.CharField(),
+        "builtin": serializers.BooleanField(
+            help_text="True for the built-in model (the pretrained network's 118 ImageNet dog breeds), which "
+            "answers while no fine-tuned model has been promoted."
+        ),
+    },
+)
+_thresholds = inline_serializer(
+    "VerdictThresholds",
+    fields={
+        "dog_mass": serializers.FloatField(help_text="Below this dog mass: not_a_dog."),
+        "confidence": serializers.FloatField(help_text="Below this top-1 probability: not_sure."),
+        "source": serializers.CharField(help_text="Where they come from: a calibration, or the defaults."),
+    },
 )
 _answer = inline_serializer(
     "PredictAnswer",
     fields={
         "model": _model,
-        "is_dog": serializers.BooleanField(help_text="False when the pretrained head sees no dog (calibrated threshold)."),
-        "predictions": inline_serializer("LabelScore", fields=_LABEL_FIELDS, many=True),
+        "verdict": serializers.ChoiceField(
+            choices=["dog", "not_sure", "not_a_dog"],
+            help_text="The page's answer: dog (the top prediction names the breed), not_sure (a dog, breed uncertain) "
+            "or not_a_dog.",
+        ),
+        "thresholds": _thresholds,
+        "dog_mass": serializers.FloatField(
+            allow_null=True, help_text="Probability the pretrained ImageNet head gives to its 118 dog classes."
+        ),
+        "is_dog": serializers.BooleanField(help_text="verdict != not_a_dog (kept for older clients)."),
+        "predictions": inline_serializer("LabelScore", fields=_label_fields(), many=True),
         "base_predictions": inline_serializer(
-            "BaseLabelScore", fields=_LABEL_FIELDS, many=True, help_text="The pretrained model in its own classes (ImageNet/CIFAR)."
+            "BaseLabelScore", fields=_label_fields(), many=True, help_text="The pretrained model in its own classes (ImageNet/CIFAR)."
         ),
         "elapsed_ms": serializers.FloatField(help_text="Server time to decode and classify (the whole batch)."),
     },
@@ -62,7 +91,8 @@ def _too_many(limit: ratelimit.Limit) -> Response:
     description=(
         "Multipart form with one `image` field (one answer object) or several (a list, same order). "
         "Errors are `{\"error\": ...}`: 400 not an image / corrupt / truncated / unsupported format / too many "
-        "pixels, 413 too large, 429 over the rate limit, 503 no model can be loaded."
+        "pixels, 413 too large, 429 over the rate limit, 503 no model can be loaded. While no fine-tuned model has "
+        "been promoted, the built-in model (118 ImageNet dog breeds) answers."
     ),
     request={
         "multipart/form-data": {
@@ -87,7 +117,10 @@ def _too_many(limit: ratelimit.Limit) -> Response:
             response_only=True,
             status_codes=["200"],
             value={
-                "model": {"id": 3, "name": "dogs-20-v1-run7", "backbone": "efficientnet_lite0"},
+                "model": {"id": 3, "name": "dogs-20-v1-run7", "backbone": "efficientnet_lite0", "builtin": False},
+                "verdict": "dog",
+                "thresholds": {"dog_mass": 0.515, "confidence": 0.409, "source": "calibration.json"},
+                "dog_mass": 0.998,
                 "is_dog": True,
                 "predictions": [{"label": "golden_retriever", "score": 0.93}, {"label": "labrador_retriever", "score": 0.04}],
                 "base_predictions": [{"label": "golden retriever", "score": 0.88}],

@@ -8,12 +8,13 @@
    ``RETRY_SECONDS``) and the model that was serving keeps serving.
 3. Loaded models are kept by their files' identity (a small LRU), so a rollback to a recent
    version swaps back without reloading.
-4. The pretrained "base" model (for answers while no fine-tuned model is active) is loaded
-   once per process and backbone.
+4. The pretrained "base" model is loaded once per process and backbone. The built-in model
+   version (serving/builtin.py) answers with it, in its 118 ImageNet dog classes; it serves
+   whenever no version is marked active.
 5. ``warm_up`` loads and runs what will serve before the first request needs it;
    ``classifier.serving.warmup`` calls it in a background thread in every web process.
 
-Imports classifier.models, classifier.serving.calibration, classifier.serving.engine (besides Django
+Imports classifier.models, classifier.serving.builtin, classifier.serving.calibration, classifier.serving.engine (besides Django
 and libraries); never another domain's views or api.
 """
 
@@ -29,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from django.conf import settings
 
 from classifier.models import ModelVersion
+from classifier.serving.builtin import BuiltinServingModel, thresholds_from_metrics
 from classifier.serving.calibration import DEFAULT_THRESHOLDS, Thresholds, load_thresholds
 from classifier.serving.engine import ServingModel, build_serving
 
@@ -39,7 +41,7 @@ LRU_SIZE = 2
 
 
 class ModelUnavailable(Exception):
-    """No fine-tuned model can answer (none is active, or none could be loaded)."""
+    """No model version can answer (none exists, or the active one could not be loaded)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class VersionKey:
     id: int
     promoted_at: str
     path: str
+    builtin: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class Loaded:
     model: ServingModel
     thresholds: Thresholds
     calibration: dict | None
+    builtin: bool = False
 
 
 class _State:
@@ -87,11 +91,20 @@ def reset_current() -> None:
         _state.refused.clear()
 
 
+_KEY_FIELDS = ("id", "promoted_at", "path", "kind")
+
+
+def _key(row) -> VersionKey:
+    return VersionKey(row[0], row[1].isoformat() if row[1] else "", row[2], row[3] == ModelVersion.Kind.BUILTIN)
+
+
 def active_key() -> VersionKey | None:
-    row = ModelVersion.objects.filter(is_active=True).values_list("id", "promoted_at", "path").first()
+    """The active version; the built-in model when none is active (it answers whenever no
+    fine-tuned model has been promoted); None only when neither exists."""
+    row = ModelVersion.objects.filter(is_active=True).values_list(*_KEY_FIELDS).first()
     if row is None:
-        return None
-    return VersionKey(row[0], row[1].isoformat() if row[1] else "", row[2])
+        row = ModelVersion.objects.filter(kind=ModelVersion.Kind.BUILTIN).values_list(*_KEY_FIELDS).first()
+    return _key(row) if row is not None else None
 
 
 def run_dir_for(path: str) -> Path:
@@ -109,6 +122,8 @@ def _files_identity(folder: Path) -> tuple:
 
 def _load(key: VersionKey) -> Loaded:
     version = ModelVersion.objects.get(pk=key.id)
+    if version.is_builtin:
+        return _load_builtin(key, version)
     folder = run_dir_for(version.path)
     identity = _files_identity(folder)
     model = _state.by_files.get(identity)
@@ -132,6 +147,15 @@ def _load(key: VersionKey) -> Loaded:
     return Loaded(key, version.pk, version.name, model.backbone, model, thresholds, calibration)
 
 
+def _load_builtin(key: VersionKey, version: ModelVersion) -> Loaded:
+    """The built-in model: the pretrained graph (shared with ``get_base``) answering in its dog classes."""
+    model = BuiltinServingModel.from_base(_base_unlocked(version.backbone))
+    thresholds, calibration = thresholds_from_metrics(version.metrics)
+    log.info("serving the built-in model (version %s, %s, engine %s, thresholds: %s)",
+             version.pk, model.backbone, model.engine, thresholds.source)
+    return Loaded(key, version.pk, version.name, model.backbone, model, thresholds, calibration, builtin=True)
+
+
 def model_key(folder: Path) -> str:
     """Names a version's calibration in the serving cache: its folder's identity."""
     import hashlib
@@ -141,14 +165,15 @@ def model_key(folder: Path) -> str:
 
 
 def get_active() -> Loaded:
-    """The fine-tuned model to answer this request; ModelUnavailable when there is none."""
+    """The model version to answer this request (the built-in one when none is active);
+    ModelUnavailable when none exists or the active one cannot be loaded."""
     key = active_key()
     state = _state
     current = state.current
     if current is not None and current.key == key:
         return current
     if key is None:
-        raise ModelUnavailable("No fine-tuned model is active yet.")
+        raise ModelUnavailable("No model version exists (not even the built-in one: run manage.py migrate).")
     refused = state.refused.get(key)
     if refused is not None and time.monotonic() - refused[0] < RETRY_SECONDS:
         return _fallback(current, refused[1])
@@ -215,16 +240,21 @@ def get_base(backbone: str | None = None) -> ServingModel:
     if model is not None:
         return model
     with _state.lock:
-        model = _state.base.get(name)
-        if model is None:
-            model = build_serving(
-                None,
-                backbone=name,
-                cache_dir=Path(settings.BREEDLAB_SERVING_CACHE_DIR),
-                engine=settings.BREEDLAB_INFERENCE_ENGINE,
-                threads=settings.BREEDLAB_INFERENCE_THREADS,
-            )
-            _state.base[name] = model
+        return _base_unlocked(name)
+
+
+def _base_unlocked(name: str) -> ServingModel:
+    """get_base for a caller that holds the lock (loading the built-in model)."""
+    model = _state.base.get(name)
+    if model is None:
+        model = build_serving(
+            None,
+            backbone=name,
+            cache_dir=Path(settings.BREEDLAB_SERVING_CACHE_DIR),
+            engine=settings.BREEDLAB_INFERENCE_ENGINE,
+            threads=settings.BREEDLAB_INFERENCE_THREADS,
+        )
+        _state.base[name] = model
     return model
 
 
@@ -240,10 +270,10 @@ def get_version(version_id: int) -> Loaded:
     current = _state.current
     if current is not None and current.version_id == version_id:
         return current
-    row = ModelVersion.objects.filter(pk=version_id).values_list("id", "promoted_at", "path").first()
+    row = ModelVersion.objects.filter(pk=version_id).values_list(*_KEY_FIELDS).first()
     if row is None:
         raise ModelUnavailable("That model version no longer exists.")
-    key = VersionKey(row[0], row[1].isoformat() if row[1] else "", row[2])
+    key = _key(row)
     with _state.lock:
         try:
             return _load(key)

@@ -28,14 +28,16 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from classifier.models import Feedback, Prediction
+from classifier.models import Feedback, ModelVersion, Prediction
 from classifier.serving import cache as inference
 from classifier.serving import imaging
+from classifier.serving.builtin import BUILTIN_BACKBONE, BuiltinServingModel
 from classifier.serving.cache import model_key
 from classifier.serving.calibration import (
     DEFAULT_TARGET,
     DOG,
     NOT_DOG,
+    NOT_SURE,
     RULE,
     CalibrationError,
     Thresholds,
@@ -52,6 +54,7 @@ from classifier.serving.imaging import DecodedImage, ImageRejected
 log = logging.getLogger(__name__)
 
 MAX_TOP_K = 20
+API_VERDICTS = {DOG: "dog", NOT_SURE: "not_sure", NOT_DOG: "not_a_dog"}  # the page's three answers
 
 
 class FeedbackError(Exception):
@@ -70,11 +73,15 @@ class Answer:
     base_predictions: list[dict[str, Any]]  # pretrained model's own classes
     elapsed_ms: float
     dog_mass: float | None = None
+    thresholds: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_api(self) -> dict[str, Any]:
         return {
             "model": self.model,
+            "verdict": API_VERDICTS[self.verdict],
+            "thresholds": self.thresholds,
+            "dog_mass": None if self.dog_mass is None else round(self.dog_mass, 6),
             "is_dog": self.is_dog,
             "predictions": self.predictions,
             "base_predictions": self.base_predictions,
@@ -149,7 +156,12 @@ def _answer(item, i, outputs, model, thresholds: Thresholds, loaded, top_k: int,
     verdict = thresholds.verdict(dog_mass=dog_mass, confidence=confidence)
     predictions = _top(fine, model.class_names, top_k) if fine is not None else []
     base_predictions = _top(base, model.base_class_names, top_k) if base is not None else []
-    model_info = {"id": loaded.version_id, "name": loaded.name, "backbone": loaded.backbone} if loaded else None
+    model_info = (
+        {"id": loaded.version_id, "name": loaded.name, "backbone": loaded.backbone, "builtin": loaded.builtin}
+        if loaded
+        else None
+    )
+    used = {"dog_mass": thresholds.dog_mass, "confidence": thresholds.confidence, "source": thresholds.source}
     prediction = Prediction(
         image_sha256=item.sha256,
         original_name=item.original_name,
@@ -164,7 +176,8 @@ def _answer(item, i, outputs, model, thresholds: Thresholds, loaded, top_k: int,
             "base_predictions": base_predictions,
             "dog_mass": dog_mass,
             "confidence": confidence,
-            "thresholds": {"dog_mass": thresholds.dog_mass, "confidence": thresholds.confidence, "source": thresholds.source},
+            "thresholds": used,
+            "builtin": bool(loaded and loaded.builtin),
             "engine": model.engine,
             "backbone": model.backbone,
             "model_name": loaded.name if loaded else None,
@@ -180,6 +193,7 @@ def _answer(item, i, outputs, model, thresholds: Thresholds, loaded, top_k: int,
         base_predictions=base_predictions,
         elapsed_ms=elapsed_ms,
         dog_mass=dog_mass,
+        thresholds=used,
     )
 
 
@@ -305,3 +319,75 @@ def calibrate_run_dir(
 def calibration_save(*, report: dict[str, Any], run_dir: Path) -> Path:
     """Store a report beside the model (or in the serving cache when its folder is read-only)."""
     return save_calibration(report, run_dir, Path(settings.BREEDLAB_SERVING_CACHE_DIR), model_key(run_dir))
+
+
+# ---------------------------------------------------------------------------------------------
+# The built-in model (serving/builtin.py): its accuracy and thresholds, measured on real photos
+# ---------------------------------------------------------------------------------------------
+def builtin_calibrate(
+    *, dogs: Path, not_dogs: Path | None = None, target: float = DEFAULT_TARGET, threads: int | None = None
+) -> dict[str, Any]:
+    """Measure the built-in model on labelled dog photos (``dogs``: <breed>/<photo>, breeds matched to
+    ImageNet by a breeds.csv folder,wnid or by name) and choose its thresholds from the photos of
+    breeds it knows: the ``target`` quantile of their dog mass and of the confidence of its right
+    answers (photos of other breeds, e.g. dingo, are measured, not used). ``not_dogs`` (subfolders such as cats/, other/) measures false accepts. Nothing is
+    written here (``builtin_calibration_save`` stores the report). Raises CalibrationError."""
+    from training.backbones import get_backbone, match_original_classes
+
+    if not 0.0 <= target < 0.5:
+        raise CalibrationError("The target must be at least 0 and below 0.5.")
+    dogs = Path(dogs)
+    if not dogs.is_dir():
+        raise CalibrationError(f"The dog photos' folder {dogs} does not exist.")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    model = BuiltinServingModel.from_base(inference.get_base(BUILTIN_BACKBONE))
+    name_of = dict(zip(model.breed_indices, model.class_names))  # ImageNet index -> breed name
+    items = photos_in(dogs)
+    folders = sorted({label for _p, label in items if label})
+    matches = match_original_classes(get_backbone(BUILTIN_BACKBONE), folders, dogs)
+    to_breed = {folders[i]: name_of[j] for i, j in matches.items() if j in name_of}
+    known = [(p, to_breed[label]) for p, label in items if label in to_breed]
+    other = [(p, "") for p, label in items if label not in to_breed]
+    if not known:
+        raise CalibrationError(f"No photo under {dogs} is in a folder of one of the 118 ImageNet dog breeds.")
+    known_signals = signals(model, known)
+    other_signals = signals(model, other) if other else None
+    th = choose_thresholds(known_signals["dog_mass"], known_signals["confidence"][known_signals["correct"]], target=target)
+    th = Thresholds(th.dog_mass, th.confidence, "calibrate_model --builtin")
+    report: dict[str, Any] = {
+        "thresholds": thresholds_dict(th),
+        "target_false_reject": target,
+        "rule": RULE,
+        "created_at": timezone.now().isoformat(),
+        "engine": model.engine,
+        "dogs": {
+            "folder": str(dogs),
+            "breeds_known": len(to_breed),
+            "breeds_unknown": sorted(set(folders) - set(to_breed)),
+            **measure(known_signals, th),
+        },
+    }
+    if other_signals is not None:
+        report["dogs_of_other_breeds"] = measure(other_signals, th)
+    if not_dogs:
+        groups = {}
+        subfolders = sorted(p for p in Path(not_dogs).iterdir() if p.is_dir())
+        for folder in subfolders or [Path(not_dogs)]:
+            groups[folder.name] = measure(signals(model, [(p, "") for p, _ in photos_in(folder)]), th)
+        report["not_dogs"] = {"folder": str(not_dogs), **groups}
+    return report
+
+
+def builtin_calibration_save(*, report: dict[str, Any]) -> ModelVersion:
+    """Store the report on the built-in version: its thresholds and its measured accuracy.
+
+    Web processes that already serve it use the new thresholds from their next restart."""
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(kind=ModelVersion.Kind.BUILTIN)
+        version.metrics = {**version.metrics, "calibration": report, "val_acc": report["dogs"].get("top1_all")}
+        version.save(update_fields=["metrics"])
+    inference.reset_current()
+    return version

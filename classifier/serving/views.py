@@ -83,12 +83,19 @@ def result_context(prediction: Prediction) -> dict:
         "engine": result.get("engine"),
         "dog_percent": round(100 * result["dog_mass"], 1) if result.get("dog_mass") is not None else None,
         "has_model": prediction.model_version_id is not None,
+        "is_builtin": bool(result.get("builtin")),
         "feedback_form": FeedbackForm(class_names=class_names) if class_names and prediction.image else None,
     }
 
 
 def _page(request: HttpRequest, *, form: ClassifyForm, status: int = 200, error: str | None = None, prediction=None) -> HttpResponse:
-    context = {"form": form, "active_model": versions_selectors.model_get_active(), "error": error}
+    active = versions_selectors.model_get_active()
+    context = {
+        "form": form,
+        "active_model": active,
+        "active_subset": versions_selectors.model_within_builtin(active) if active is not None else None,
+        "error": error,
+    }
     if prediction is not None:
         context.update(result_context(prediction))
     template = "classifier/serving/_classify_result.html" if _is_fetch(request) else "classifier/serving/home.html"

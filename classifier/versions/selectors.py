@@ -5,6 +5,8 @@ Imports classifier.models only.
 
 from __future__ import annotations
 
+import re
+
 from django.db.models import QuerySet
 
 from classifier.models import ModelVersion, TrainingRun
@@ -20,3 +22,19 @@ def model_list() -> QuerySet[ModelVersion]:
 
 def run_model_version(run: TrainingRun) -> ModelVersion | None:
     return ModelVersion.objects.filter(run=run).first()
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", " ", str(name).lower()).strip()
+
+
+def model_within_builtin(version: ModelVersion) -> bool | None:
+    """Whether a fine-tuned version's classes are all among the built-in model's 118 ImageNet dog
+    breeds (by name or WordNet id); None for the built-in model itself or when it does not exist."""
+    if version.is_builtin:
+        return None
+    builtin = ModelVersion.objects.filter(kind=ModelVersion.Kind.BUILTIN).only("class_names", "metrics").first()
+    if builtin is None or not version.class_names:
+        return None
+    known = {_key(n) for n in builtin.class_names} | set(builtin.metrics.get("wnids") or [])
+    return all(_key(n) in known or n in known for n in version.class_names)

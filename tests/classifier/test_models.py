@@ -7,6 +7,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_the_database_allows_at_most_one_active_model_version():
+    ModelVersion.objects.update(is_active=False)  # the built-in model is active after migrate
     ModelVersion.objects.create(name="a", backbone="efficientnet_lite0", path="a", is_active=True)
     ModelVersion.objects.create(name="b", backbone="efficientnet_lite0", path="b", is_active=False)
     with pytest.raises(IntegrityError), transaction.atomic():

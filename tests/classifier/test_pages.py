@@ -37,7 +37,9 @@ def test_the_run_list_filters_by_status(client, make_run):
 
 
 def test_the_home_page_says_when_no_model_is_active(client):
-    assert "No fine-tuned model is active yet" in client.get("/").content.decode()
+    assert "Answers come from the built-in model" in client.get("/").content.decode()
+    ModelVersion.objects.filter(kind="builtin").delete()  # a database without even the built-in model
+    assert "No model version is active yet" in client.get("/").content.decode()
     ModelVersion.objects.create(name="dogs-v1", backbone="efficientnet_lite0", path="x", is_active=True)
     assert "dogs-v1" in client.get("/").content.decode()
 

@@ -53,3 +53,15 @@ def imagenet_dog_indices() -> frozenset[int]:
 def normalize_name(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", name.lower()).strip()
 
+
+
+def readable_class_name(description: str) -> str:
+    """ImageNet's "Walker hound, Walker foxhound" -> "Walker hound"; "golden retriever" -> "Golden retriever"."""
+    text = " ".join(description.split(",")[0].replace("_", " ").split())
+    return text[:1].upper() + text[1:]
+
+
+def imagenet_dog_breeds() -> list[tuple[int, str, str]]:
+    """The 118 ImageNet dog classes in class-index order: (index, WordNet id, readable breed name)."""
+    wnids, descriptions = imagenet_info()
+    return [(i, wnids[i], readable_class_name(descriptions[i])) for i in sorted(imagenet_dog_indices())]

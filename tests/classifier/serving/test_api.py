@@ -44,8 +44,10 @@ def test_real_photos_get_their_breed(client, active_model, held_out_photos, sett
     right = sum(a["predictions"][0]["label"] == breed for a, (breed, _) in zip(answers, photos))
     assert right >= 0.9 * len(photos)
     first = answers[0]
-    assert set(first) == {"model", "is_dog", "predictions", "base_predictions", "elapsed_ms"}
-    assert first["model"] == {"id": active_model.pk, "name": "dogs4", "backbone": "efficientnet_lite0"}
+    assert set(first) == {
+        "model", "verdict", "thresholds", "dog_mass", "is_dog", "predictions", "base_predictions", "elapsed_ms",
+    }
+    assert first["model"] == {"id": active_model.pk, "name": "dogs4", "backbone": "efficientnet_lite0", "builtin": False}
     assert len(first["predictions"]) == 4 and len(first["base_predictions"]) == 5
     assert set(first["predictions"][0]) == {"label", "score"}
     assert sum(a["is_dog"] for a in answers) >= 0.9 * len(photos)
@@ -164,9 +166,10 @@ def test_over_the_rate_limit_it_answers_429_and_stores_nothing(client, active_mo
 
 
 def test_without_a_loadable_model_it_answers_503_and_stores_nothing(client, db, held_out_photos, settings):
+    ModelVersion.objects.filter(kind="builtin").delete()  # a database without even the built-in model
     response = client.post(URL, {"image": photo_upload(held_out_photos["pug"][0])})
     assert response.status_code == 503
-    assert "No fine-tuned model is active" in response.json()["error"]
+    assert "No model version exists" in response.json()["error"]
     assert Prediction.objects.count() == 0 and stored_files(settings) == []
 
 
@@ -177,6 +180,7 @@ def test_models_active_describes_the_serving_version(client, active_model):
 
 
 def test_models_active_is_a_404_without_one(client, db):
+    ModelVersion.objects.filter(kind="builtin").delete()  # a database without even the built-in model
     response = client.get("/api/models/active")
     assert response.status_code == 404 and "error" in response.json()
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from classifier.models import ModelVersion
 from classifier.serving import cache as inference
 from classifier.serving import engine as serving
 from classifier.serving.calibration import DEFAULT_THRESHOLDS, DOG, NOT_DOG, NOT_SURE, Thresholds, choose_thresholds
@@ -112,7 +113,8 @@ def test_with_no_loadable_model_it_says_so(finetuned_run, register_version, tmp_
 
 
 def test_with_no_active_version_it_says_so(db):
-    with pytest.raises(inference.ModelUnavailable, match="No fine-tuned model is active"):
+    ModelVersion.objects.filter(kind="builtin").delete()  # a database without even the built-in model
+    with pytest.raises(inference.ModelUnavailable, match="No model version exists"):
         inference.get_active()
 
 
@@ -126,6 +128,7 @@ def test_warm_up_loads_the_active_version_before_any_request(finetuned_run, regi
 
 
 def test_warm_up_loads_the_pretrained_model_while_none_is_active(db, monkeypatch):
+    ModelVersion.objects.filter(kind="builtin").delete()  # a database without even the built-in model
     class Base:
         answered = []
 
@@ -133,7 +136,7 @@ def test_warm_up_loads_the_pretrained_model_while_none_is_active(db, monkeypatch
             self.answered.extend(images)
 
     monkeypatch.setattr(inference, "get_base", lambda backbone=None: Base())
-    assert "the pretrained efficientnet_lite0 (No fine-tuned model is active yet.)" in inference.warm_up()
+    assert "the pretrained efficientnet_lite0 (No model version exists" in inference.warm_up()
     assert len(Base.answered) == 1  # it also ran once, so the first request finds it ready
 
 

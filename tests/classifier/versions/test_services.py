@@ -49,7 +49,8 @@ def test_a_version_whose_files_are_missing_cannot_be_promoted(settings):
     ghost = ModelVersion.objects.create(name="ghost", backbone="x", path="gone")
     with pytest.raises(version_services.VersionError, match="missing"):
         version_services.model_promote(version=ghost)
-    assert not ModelVersion.objects.filter(is_active=True).exists()
+    ghost.refresh_from_db()
+    assert not ghost.is_active and ModelVersion.objects.get(is_active=True).is_builtin
 
 
 def test_rollback_serves_the_previous_version_again(settings):
@@ -63,13 +64,25 @@ def test_rollback_serves_the_previous_version_again(settings):
     assert first.is_active and not second.is_active
 
 
+def test_rollback_from_the_first_promoted_model_returns_to_the_builtin_one(settings):
+    version_services.model_promote(version=version_with_files(settings, "only"))
+    assert version_services.model_rollback().is_builtin
+
+
 def test_rollback_without_an_earlier_version_is_refused(settings):
+    ModelVersion.objects.filter(kind=ModelVersion.Kind.BUILTIN).delete()
     version_services.model_promote(version=version_with_files(settings, "only"))
     with pytest.raises(version_services.VersionError, match="nothing to roll back"):
         version_services.model_rollback()
 
 
+def test_promote_if_better_replaces_the_builtin_model(settings):
+    new = version_with_files(settings, "new")
+    assert version_services.model_promote_if_better(version=new) == (True, "Only the built-in pretrained model was serving.")
+
+
 def test_promote_if_better_promotes_when_nothing_is_active(settings):
+    ModelVersion.objects.update(is_active=False)
     new = version_with_files(settings, "new")
     assert version_services.model_promote_if_better(version=new) == (True, "No model was active.")
 
