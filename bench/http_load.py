@@ -69,9 +69,9 @@ def bare_throughput(run_dir: Path, photos: list[Path]) -> dict:
 
     django.setup()
     import torch
-    from classifier.serving.imaging import decode_bytes
 
     from classifier.serving.engine import build_serving
+    from classifier.serving.imaging import decode_bytes
 
     threads = os.cpu_count() or 1
     model = build_serving(run_dir, cache_dir=OUT / "serving-cache", threads=threads)

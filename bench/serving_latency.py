@@ -133,9 +133,9 @@ def full_size_preprocess(model, data: bytes):
 def measure(threads: int, args, run_dir: Path, photo: Path, data: bytes) -> dict:
     import numpy as np
     import torch
-    from classifier.serving.imaging import decode_bytes
 
     from classifier.serving.engine import build_serving
+    from classifier.serving.imaging import decode_bytes
 
     torch.set_num_threads(threads)
     model = build_serving(run_dir, cache_dir=OUT / "serving-cache", threads=threads)

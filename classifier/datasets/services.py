@@ -34,8 +34,8 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
-from django.utils.translation import gettext as _
 from django.utils.translation import get_language
+from django.utils.translation import gettext as _
 
 from classifier.datasets import selectors
 from classifier.datasets.archives import ArchiveError, ArchiveLimits, extract_archive

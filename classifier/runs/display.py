@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.utils.formats import get_format, number_format
-from django.utils.translation import gettext
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext, gettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from classifier.runs import config as runconfig
