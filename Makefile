@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run manage test test-fast e2e-deps lint check-deploy messages bench clean
+.PHONY: install run manage test test-fast e2e-deps screenshots lint check-deploy messages bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,13 @@ e2e-deps:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 		&& apt-get update -qq && apt-get install -y -qq chromium; } \
 		|| echo "chromium is missing and could not be installed here: the browser journeys (tests/e2e) will be skipped"
+
+# Every page at 1280 and 390 px, in English and Russian, into screenshots/ (git-ignored), while
+# checking that none scrolls sideways on a phone. Needs chromium (make e2e-deps) and the datasets.
+SCREENSHOTS_DIR ?= screenshots
+screenshots: $(STAMP) e2e-deps
+	BREEDLAB_SCREENSHOTS_DIR=$(abspath $(SCREENSHOTS_DIR)) $(PY) -m pytest -q -p no:cacheprovider \
+		tests/e2e/test_phone_and_russian.py -k every_page_fits_a_phone
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"

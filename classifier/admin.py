@@ -3,6 +3,10 @@ from django.utils.translation import gettext_lazy as _
 
 from classifier.models import Dataset, EpochMetric, Feedback, ModelVersion, Prediction, TrainingRun
 
+admin.site.site_header = _("Breedlab")
+admin.site.site_title = _("Breedlab")
+admin.site.index_title = _("Breedlab administration")
+
 
 @admin.register(Dataset)
 class DatasetAdmin(admin.ModelAdmin):

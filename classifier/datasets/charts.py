@@ -20,11 +20,13 @@ TRAIN_COLOUR = "#b3541e"
 VAL_COLOUR = "#e8a27c"
 
 
-def class_counts_svg(classes: list[dict], split: dict) -> bytes:
+def class_counts_svg(classes: list[dict], split: dict, labels: dict[str, str] | None = None) -> bytes:
     """Horizontal stacked bars: usable images per class, split into train and validation.
 
-    ``classes`` is ``report["classes"]`` ([{"name", "images", ...}]); ``split`` the stored split.
+    ``classes`` is ``report["classes"]`` ([{"name", "images", ...}]); ``split`` the stored split;
+    ``labels`` the translated "train", "validation" and "images" (English by default).
     """
+    words = {"train": "train", "validation": "validation", "images": "images", **(labels or {})}
     names = [item["name"] for item in classes]
     val_counts = dict.fromkeys(names, 0)
     for rel in split.get("val", []):
@@ -39,13 +41,13 @@ def class_counts_svg(classes: list[dict], split: dict) -> bytes:
     figure = Figure(figsize=(7.5, height), dpi=100)
     axes = figure.add_subplot()
     positions = list(range(len(names)))
-    axes.barh(positions, train, color=TRAIN_COLOUR, label="train")
-    axes.barh(positions, val, left=train, color=VAL_COLOUR, label="validation")
+    axes.barh(positions, train, color=TRAIN_COLOUR, label=words["train"])
+    axes.barh(positions, val, left=train, color=VAL_COLOUR, label=words["validation"])
     for y, total in zip(positions, totals):
         axes.text(total, y, f" {total}", va="center", ha="left", fontsize=8, color="#444444")
     axes.set_yticks(positions, labels=[_short(name) for name in names], fontsize=8)
     axes.invert_yaxis()
-    axes.set_xlabel("images")
+    axes.set_xlabel(words["images"])
     axes.set_xlim(0, max(totals or [1]) * 1.12 + 1)
     axes.spines[["top", "right"]].set_visible(False)
     if names:

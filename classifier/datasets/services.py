@@ -34,6 +34,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
 from classifier.datasets import selectors
@@ -292,11 +293,13 @@ def dataset_chart(*, dataset: Dataset) -> Path:
     """The images-per-class bar chart (SVG), rendered once per dataset and cached."""
     from classifier.datasets.charts import class_counts_svg
 
-    target = cache_dir(dataset) / "class-counts.svg"
+    language = (get_language() or "en").split("-")[0]
+    target = cache_dir(dataset) / f"class-counts-{language}.svg"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    svg = class_counts_svg(dataset.report.get("classes", []), dataset.split)
+    labels = {"train": _("train"), "validation": _("validation"), "images": _("images")}
+    svg = class_counts_svg(dataset.report.get("classes", []), dataset.split, labels=labels)
     atomic_write(target, lambda handle: handle.write(svg))
     return target
 
@@ -328,9 +331,8 @@ def _check_archive_size(size: int, label: str) -> None:
 
 
 def human_size(size: float) -> str:
-    """Sizes in binary units, labelled as Django's filesizeformat labels them (1 GB = 1024**3 bytes)."""
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{int(size)} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+    """Sizes in binary units in the active language, as Django's filesizeformat writes them
+    ("1.0 GB", "1,0 ГБ"; 1 GB = 1024**3 bytes)."""
+    from django.template.defaultfilters import filesizeformat
+
+    return str(filesizeformat(size)).replace("\xa0", " ")

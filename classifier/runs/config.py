@@ -50,8 +50,17 @@ def default_config(optimizer: str | None = None) -> dict[str, Any]:
     out = {name: defaults[name] for name in RUN_FIELDS}
     if optimizer and optimizer != out["optimizer"]:
         out["optimizer"] = optimizer
-        out["head_lr"], out["finetune_lr"] = recipe_lrs(optimizer)
+        out["head_lr"], out["finetune_lr"] = (tidy_number(rate) for rate in recipe_lrs(optimizer))
     return out
+
+
+def tidy_number(value: float) -> float:
+    """A float as a person would type it: 0.0029999999999999996 (a product of floats) -> 0.003.
+
+    Twelve significant digits keep every rate a user can mean and drop the binary noise, so the
+    stored, compared and shown value is the one the form offered.
+    """
+    return float(f"{float(value):.12g}")
 
 
 def _field_of(message: str) -> str | None:

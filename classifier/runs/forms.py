@@ -9,17 +9,36 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from classifier.datasets.selectors import dataset_blocking_reason
 from classifier.models import Dataset
 from classifier.runs import config as runconfig
+from classifier.runs.display import CHOICE_WORDS
 from training.config import AUGMENTATIONS, SCHEDULES
 from training.optim import OPTIMIZERS
 
 # Optimizer titles as the page shows them (training/ never imports Django, so it keeps English).
-OPTIMIZER_TITLES = {"momentum": _("SGD with momentum"), "adamw": _("AdamW (decoupled weight decay)")}
+OPTIMIZER_TITLES = {
+    "sgd": _("SGD: plain steps down the gradient"),
+    "momentum": _("SGD with momentum"),
+    "adagrad": _("AdaGrad: per-weight steps that shrink over time"),
+    "rmsprop": _("RMSProp: per-weight steps from recent gradients"),
+    "adam": _("Adam: momentum and per-weight steps"),
+    "adamw": _("AdamW: Adam with weight decay kept apart from the gradient"),
+}
+# Backbone titles in people's words (training/ keeps its own English titles).
+BACKBONE_TITLES = {
+    "efficientnet_lite0": _("EfficientNet-Lite0 (ImageNet, 224 px, fast)"),
+    "efficientnet_lite1": _("EfficientNet-Lite1 (ImageNet, 240 px)"),
+    "efficientnet_lite2": _("EfficientNet-Lite2 (ImageNet, 260 px, most accurate)"),
+    "cifar100_mobilenetv2_x0_5": _("MobileNetV2 x0.5 (CIFAR-100, 32 px, the course's small model)"),
+    "cifar10_resnet20": _("ResNet-20 (CIFAR-10, 32 px, knows “cat” and “dog”)"),
+    "resnet18": _("ResNet-18 (ImageNet)"),
+    "mobilenet_v3_large": _("MobileNetV3-Large (ImageNet)"),
+    "efficientnet_b0": _("EfficientNet-B0 (ImageNet)"),
+}
 
 # Form field -> run configuration key, in the order the form shows them.
 CONFIG_FIELDS = (
@@ -47,27 +66,52 @@ ADVANCED_FIELDS = ("schedule", "weight_decay", "backbone_lr_mult", "label_smooth
 def backbone_field_choices() -> list[tuple[str, str]]:
     choices = []
     for info in runconfig.backbone_choices():
-        state = _("weights available") if info.weights_available else _("weights missing")
-        choices.append((info.name, f"{info.title} · {state}"))
+        title = BACKBONE_TITLES.get(info.name, info.title)
+        if info.weights_available:
+            choices.append((info.name, str(title)))
+        else:
+            choices.append((info.name, f"{title} · {_('not installed on this server')}"))
     return choices
+
+
+MISSING_WEIGHTS_SENTENCE = _(
+    "This network's pretrained weights are not installed on this server. An administrator can "
+    "download them once on a machine with internet access and copy them into the server's weights folder."
+)
+
+
+class BackboneSelect(forms.Select):
+    """Backbones whose weights are missing are listed but cannot be chosen."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.missing: set[str] = set()
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex=subindex, attrs=attrs)
+        if value in self.missing:
+            option["attrs"]["disabled"] = True
+        return option
 
 
 class DatasetChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, obj: Dataset) -> str:
         blocked = " ⚠" if obj.problems else ""
-        return f"{obj} · {obj.class_count} {_('classes')} · {obj.image_count} {_('images')}{blocked}"
+        classes = ngettext("%(n)d class", "%(n)d classes", obj.class_count) % {"n": obj.class_count}
+        images = ngettext("%(n)d image", "%(n)d images", obj.image_count) % {"n": obj.image_count}
+        return f"{obj} · {classes} · {images}{blocked}"
 
 
 class RunForm(forms.Form):
     dataset = DatasetChoiceField(
         label=_("Dataset"), queryset=Dataset.objects.filter(status=Dataset.Status.READY).order_by("name", "-version")
     )
-    backbone = forms.ChoiceField(label=_("Backbone"), help_text=_("The pretrained network to start from."))
+    backbone = forms.ChoiceField(label=_("Pretrained network"), help_text=_("The network the model starts from."),
+                                 widget=BackboneSelect)
     optimizer = forms.ChoiceField(
         label=_("Optimizer"),
         choices=[
-            (name, format_lazy("{} — {}", OPTIMIZER_TITLES.get(name, spec.title), spec.formula))
-            for name, spec in OPTIMIZERS.items()
+            (name, OPTIMIZER_TITLES.get(name, spec.title)) for name, spec in OPTIMIZERS.items()
         ],
         help_text=_("Choosing one fills in the recipe's learning rates for it, unless you typed your own."),
     )
@@ -86,12 +130,20 @@ class RunForm(forms.Form):
         required=False,
         help_text=_("Empty: the backbone's own input size."),
     )
-    augmentation = forms.ChoiceField(label=_("Augmentation"), choices=[(a, a) for a in AUGMENTATIONS])
+    augmentation = forms.ChoiceField(
+        label=_("Augmentation"), choices=[(a, CHOICE_WORDS["augmentation"].get(a, a)) for a in AUGMENTATIONS],
+        help_text=_("Random crops, flips and colour changes of the training photos."),
+    )
     early_stopping_patience = forms.IntegerField(
         label=_("Early stopping patience (epochs)"), min_value=0, max_value=1000, help_text=_("0 turns it off.")
     )
-    seed = forms.IntegerField(label=_("Seed"), min_value=0, max_value=2**31 - 1)
-    schedule = forms.ChoiceField(label=_("Learning-rate schedule"), choices=[(s, s) for s in SCHEDULES])
+    seed = forms.IntegerField(
+        label=_("Random seed"), min_value=0, max_value=2**31 - 1,
+        help_text=_("The same seed repeats the same shuffles and augmentations."),
+    )
+    schedule = forms.ChoiceField(
+        label=_("Learning-rate schedule"), choices=[(s, CHOICE_WORDS["schedule"].get(s, s)) for s in SCHEDULES]
+    )
     weight_decay = forms.FloatField(label=_("Weight decay"), min_value=0.0, max_value=1.0)
     backbone_lr_mult = forms.FloatField(
         label=_("Backbone learning-rate multiplier"), min_value=1e-6, max_value=10.0,
@@ -110,6 +162,8 @@ class RunForm(forms.Form):
         for name in CONFIG_FIELDS:
             self.fields[name].initial = defaults[name]
         self.weights = {info.name: info for info in runconfig.backbone_choices()}
+        self.fields["backbone"].widget.missing = {n for n, info in self.weights.items() if not info.weights_available}
+        self.missing_weights_note = MISSING_WEIGHTS_SENTENCE if self.fields["backbone"].widget.missing else None
 
     @staticmethod
     def initial_from_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -141,8 +195,7 @@ class RunForm(forms.Form):
         name = self.cleaned_data["backbone"]
         info = self.weights.get(name)
         if info is not None and not info.weights_available:
-            raise forms.ValidationError(_("Pretrained weights for this backbone are missing: %(detail)s"),
-                                        params={"detail": info.weights_detail})
+            raise forms.ValidationError(MISSING_WEIGHTS_SENTENCE)
         return name
 
     def clean(self) -> dict[str, Any]:

@@ -4,7 +4,11 @@
 - one EpochMetric row per (run, phase, epoch), update_or_create so a resumed run never
   duplicates an epoch;
 - a heartbeat with every write (and from ``beat()``, which the worker's heartbeat thread calls);
-- ``should_stop()`` reads ``cancel_requested`` (at most every ``interval / 2`` seconds).
+- ``should_stop()`` reads ``cancel_requested`` (at most every ``interval / 2`` seconds);
+- ``progress_detail["stages"]``: every stage so far in order (whatever ``on_progress`` names, e.g.
+  "decode" and "features", then each training phase from ``on_phase_start``, then "calibrate"),
+  each with its own done/total and an ETA from that stage's own rate, so the page can show each
+  stage's progress. A new stage is written at once; progress within a stage is throttled.
 
 Every write is conditional on the run still being "running" under this attempt: a worker whose
 run was taken away by the reaper stops at its next batch instead of overwriting the new attempt.
@@ -57,6 +61,8 @@ class DbReporter:
         self._last_check = -math.inf
         self._cancel = False
         self._rate_start: tuple[float, int] | None = None
+        self.stages: list[dict[str, Any]] = []
+        self._stage_rate: dict[str, tuple[float, int]] = {}
 
     # ---- writing -------------------------------------------------------------------------
     def _owned(self):
@@ -78,7 +84,36 @@ class DbReporter:
 
     def start(self, *, resumed: bool) -> None:
         self._rate_start = None
-        self._write(progress_detail={"stage": "starting", "resumed": resumed})
+        self.stages, self._stage_rate = [], {}
+        self._write(progress_detail={"stage": "starting", "resumed": resumed, "stages": []})
+
+    # ---- stages --------------------------------------------------------------------------
+    def _stage(self, name: str, done: int, total: int) -> bool:
+        """Record ``name``'s progress; True when it is a new stage (earlier ones are then finished)."""
+        now = self.clock()
+        current = next((s for s in self.stages if s["name"] == name), None)
+        new = current is None
+        if new:
+            for earlier in self.stages:
+                earlier["finished"] = True
+                earlier["eta_seconds"] = None
+                if earlier["total"]:
+                    earlier["done"] = earlier["total"]
+            current = {"name": name, "done": 0, "total": 0, "eta_seconds": None, "finished": False}
+            self.stages.append(current)
+            self._stage_rate[name] = (now, int(done))
+        current["done"], current["total"] = int(done), int(total)
+        t0, d0 = self._stage_rate[name]
+        eta = None
+        if total and done > d0 and now > t0:
+            eta = round((now - t0) / (done - d0) * max(0, total - done), 1)
+        current["eta_seconds"] = eta
+        return new
+
+    def stage_detail(self, name: str) -> dict[str, Any]:
+        """The progress_detail for a stage the worker runs itself (e.g. "calibrate")."""
+        self._stage(name, 0, 0)
+        return {"stage": name, "stages": [dict(s) for s in self.stages]}
 
     # ---- progress arithmetic -------------------------------------------------------------
     def _total_steps(self) -> int:
@@ -100,21 +135,26 @@ class DbReporter:
 
     # ---- the Reporter protocol -----------------------------------------------------------
     def on_progress(self, *, what: str, done: int, total: int) -> None:
-        if done >= total or self._due():
-            self._write(progress_detail={"stage": what, "done": int(done), "total": int(total)})
+        new = self._stage(what, done, total)
+        if new or done >= total or self._due():
+            self._write(progress_detail={"stage": what, "done": int(done), "total": int(total),
+                                         "stages": [dict(s) for s in self.stages]})
 
     def on_phase_start(self, *, phase: str, epochs: int, batches_per_epoch: int) -> None:
         self.epochs[phase] = int(epochs)
         self.batches = int(batches_per_epoch)
+        self._stage(phase, 0, int(epochs) * self.batches)
         self._write(
             progress_detail={"stage": "train", "phase": phase, "epoch": 0, "epochs": int(epochs), "batch": 0,
-                             "batches": self.batches}
+                             "batches": self.batches, "stages": [dict(s) for s in self.stages]}
         )
 
     def on_batch(self, *, phase: str, epoch: int, batch: int, batches: int, loss: float) -> None:
         self.batches = int(batches)
         step = self._step(phase, epoch, batch)
         eta = self._eta(step)
+        epochs = self.epochs.get(phase, 0)
+        self._stage(phase, (int(epoch) - 1) * self.batches + int(batch), max(epochs, int(epoch)) * self.batches)
         if not (batch == batches or self._due()):
             return
         self._write(
@@ -128,6 +168,7 @@ class DbReporter:
                 "batches": int(batches),
                 "loss": _finite(loss),
                 "eta_seconds": None if eta is None else round(eta, 1),
+                "stages": [dict(s) for s in self.stages],
             },
         )
 

@@ -260,7 +260,7 @@ def run_execute(*, run_id: int, worker: str = "") -> str | None:
                 gc.collect()
                 torch.cuda.empty_cache()
                 reporter.start(resumed=False)
-        calibration = _calibrate(run_id, attempt, out_dir)
+        calibration = _calibrate(run_id, attempt, out_dir, detail=reporter.stage_detail("calibrate"))
     except Cancelled as exc:
         if reporter.lost:
             return None
@@ -291,13 +291,13 @@ def run_execute(*, run_id: int, worker: str = "") -> str | None:
 CALIBRATION_MAX_PHOTOS = 500
 
 
-def _calibrate(run_id: int, attempt: int, out_dir: Path) -> dict[str, Any]:
+def _calibrate(run_id: int, attempt: int, out_dir: Path, *, detail: dict[str, Any] | None = None) -> dict[str, Any]:
     """Choose the run's own "not a dog" / "not sure" thresholds (classifier.serving.services)
     while the heartbeat still beats. Best effort: when it fails, the version serves with the
     default thresholds and the run's result says why."""
     import torch
 
-    _owned(run_id, attempt).update(progress_detail={"stage": "calibrate"})
+    _owned(run_id, attempt).update(progress_detail=detail or {"stage": "calibrate"})
     try:
         report = serving_services.calibrate_run_dir(
             out_dir, max_dog_mass_photos=CALIBRATION_MAX_PHOTOS, threads=max(1, torch.get_num_threads())

@@ -21,7 +21,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from classifier.models import Dataset, TrainingRun
-from classifier.runs import charts, selectors
+from classifier.runs import charts, display, selectors
 from classifier.runs import services as run_services
 from classifier.runs.config import RunConfigError
 from classifier.runs.forms import RunForm
@@ -103,7 +103,7 @@ def run_new(request: HttpRequest) -> HttpResponse:
             except (run_services.RunError, RunConfigError) as exc:
                 form.add_error(None, str(exc))
             else:
-                messages.success(request, _("Run #%(id)s is queued.") % {"id": run.pk})
+                messages.success(request, _("Run #%(id)s was created.") % {"id": run.pk})
                 return redirect(run)
     else:
         initial: dict[str, Any] = {}
@@ -127,12 +127,54 @@ def _get_run(pk: int) -> TrainingRun:
     return get_object_or_404(TrainingRun.objects.select_related("dataset", "created_by"), pk=pk)
 
 
+def stage_labels() -> dict[str, str]:
+    """What the live page calls each stage the reporter records (unknown names show as they are)."""
+    return {
+        "decode": _("Reading the photos"),
+        "features": _("Passing the photos through the frozen network"),
+        "head": _("Training the new head"),
+        "finetune": _("Fine-tuning the network"),
+        "calibrate": _("Calibrating “not a dog” and “not sure”"),
+    }
+
+
+def phase_label(phase: str) -> str:
+    return {"head": _("new head"), "finetune": _("fine-tuning")}.get(phase, phase)
+
+
+def live_stages(detail: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stages the reporter stored, in order, with a label, a fraction and a state."""
+    labels = stage_labels()
+    out = []
+    for stage in detail.get("stages") or []:
+        done, total = stage.get("done") or 0, stage.get("total") or 0
+        finished = bool(stage.get("finished"))
+        out.append(
+            {
+                "name": stage.get("name"),
+                "label": labels.get(stage.get("name"), stage.get("name")),
+                "done": done,
+                "total": total,
+                "fraction": 1.0 if finished else (min(1.0, done / total) if total else None),
+                "eta_seconds": None if finished else stage.get("eta_seconds"),
+                "state": "done" if finished else "active",
+            }
+        )
+    return out
+
+
 def _live_context(run: TrainingRun) -> dict[str, Any]:
     epochs = list(run.epochs.all())
+    for epoch in epochs:
+        epoch.phase_label = phase_label(epoch.phase)
+    detail = run.progress_detail or {}
+    stages = live_stages(detail) if run.status == TrainingRun.Status.RUNNING else []
     return {
         "run": run,
         "epochs": epochs,
-        "detail": run.progress_detail or {},
+        "detail": detail,
+        "stages": stages,
+        "current_stage": stages[-1] if stages else None,
         "poll_seconds": POLL_SECONDS,
         "is_active": run.status in TrainingRun.ACTIVE_STATES,
     }
@@ -164,7 +206,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "misclassified": [p for p in (report or {}).get("predictions", []) if not p.get("correct")][:GALLERY_LIMIT],
             "misclassified_total": sum(1 for p in (report or {}).get("predictions", []) if not p.get("correct")),
             "version": version,
-            "config_rows": sorted(run.config.items()),
+            "config_groups": display.config_groups([run.config]),
             "metrics": (run.result or {}).get("metrics", {}),
             "notes": (run.result or {}).get("notes", []),
             "promotion": (run.result or {}).get("promotion"),
@@ -250,7 +292,7 @@ def run_rerun(request: HttpRequest, pk: int) -> HttpResponse:
     except (run_services.RunError, RunConfigError) as exc:
         messages.error(request, str(exc))
         return redirect(original)
-    messages.success(request, _("Run #%(id)s is queued with the configuration of run #%(old)s.") % {"id": run.pk, "old": pk})
+    messages.success(request, _("Run #%(id)s was created with the configuration of run #%(old)s.") % {"id": run.pk, "old": pk})
     return redirect(run)
 
 
@@ -293,11 +335,6 @@ def run_compare(request: HttpRequest) -> HttpResponse:
     error = None
     if len(runs) < 2:
         error = _("Choose at least two runs to compare, e.g. /runs/compare/?ids=1,2.")
-    keys = sorted({key for run in runs for key in run.config})
-    rows = []
-    for key in keys:
-        values = [run.config.get(key) for run in runs]
-        rows.append({"key": key, "values": values, "differs": len({repr(v) for v in values}) > 1})
     svg = None
     if len(runs) >= 2:
         series = [(f"#{run.pk} {run.optimizer}", list(run.epochs.values("phase", "train_loss", "val_loss", "val_acc"))) for run in runs]
@@ -305,6 +342,6 @@ def run_compare(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "classifier/runs/compare.html",
-        {"runs": runs, "rows": rows, "compare_svg": svg, "error": error, "ids": ",".join(str(r.pk) for r in runs)},
+        {"runs": runs, "config_groups": display.config_groups([run.config for run in runs]), "compare_svg": svg, "error": error, "ids": ",".join(str(r.pk) for r in runs)},
         status=400 if error and ids else 200,
     )

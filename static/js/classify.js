@@ -14,12 +14,30 @@
   var button = document.getElementById("classify-button");
   var previewUrl = null;
 
+  // The camera input only where a camera exists (a phone, or a computer with a webcam).
+  var cameraLabel = document.querySelector("label.camera-label");
+  function showCamera(on) {
+    if (camera) camera.hidden = !on;
+    if (cameraLabel) cameraLabel.hidden = !on;
+  }
+  if (camera) {
+    showCamera(false);
+    if (navigator.mediaDevices && navigator.mediaDevices.enumerateDevices) {
+      navigator.mediaDevices.enumerateDevices().then(function (devices) {
+        showCamera(devices.some(function (d) { return d.kind === "videoinput"; }));
+      }).catch(function () { showCamera(false); });
+    }
+  }
+
   function showPreview(file) {
     if (previewUrl) URL.revokeObjectURL(previewUrl);
     if (!file || !/^image\//.test(file.type || "image/")) { preview.hidden = true; return; }
     previewUrl = URL.createObjectURL(file);
+    // An unreadable file shows the server's error after sending, never a broken preview.
+    preview.onerror = function () { preview.hidden = true; };
+    preview.onload = function () { preview.hidden = false; };
+    preview.hidden = true;
     preview.src = previewUrl;
-    preview.hidden = false;
     hint.textContent = file.name || hint.textContent;
   }
 

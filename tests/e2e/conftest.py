@@ -264,7 +264,7 @@ def log_in(page, *, next_url: str = "/") -> None:
     page.goto(f"/admin/login/?next={next_url}")
     page.fill("#id_username", STAFF_USER)
     page.fill("#id_password", STAFF_PASSWORD)
-    page.click("input[type=submit], button[type=submit]")
+    page.click("#login-form [type=submit]")
     page.wait_for_url(f"**{next_url}")
 
 

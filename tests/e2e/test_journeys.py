@@ -68,7 +68,7 @@ def test_staff_upload_a_dataset_start_a_run_watch_it_live_promote_it_and_classif
     page.get_by_role("button", name="Start the run").click()
     page.wait_for_url(re.compile(r"/runs/\d+/$"))
     run_id = int(re.search(r"/runs/(\d+)/", page.url).group(1))
-    expect(page.locator(".messages")).to_contain_text(f"Run #{run_id} is queued.")
+    expect(page.locator(".messages")).to_contain_text(f"Run #{run_id} was created.")
 
     # 3. Watch it: the live part changes while the page itself stays the same document.
     page.evaluate("window.__journeyMarker = 'never reloaded'")
@@ -158,11 +158,11 @@ def test_the_history_pages_show_curves_a_clickable_confusion_matrix_and_compare_
     page.get_by_role("button", name="Compare selected runs").click()
     page.wait_for_url(re.compile(r"/runs/compare/\?"))
     expect(page.locator(".chart svg")).to_be_visible()
-    header = page.locator("table.config-table thead")
+    header = page.locator("table.config-table thead").first
     expect(header).to_contain_text(f"#{first}")
     expect(header).to_contain_text(f"#{second}")
     differing = page.locator("table.config-table tr.differs th").all_inner_texts()
-    assert "backbone" in differing, differing
+    assert "Pretrained network" in " ".join(differing), differing
     page.shot("compare")
 
     # One run: loss/accuracy curves as an image and a confusion matrix whose cells open their photos.

@@ -9,6 +9,7 @@ import math
 from datetime import timedelta
 
 from django import template
+from django.utils.formats import get_format
 from django.utils.translation import gettext as _
 
 register = template.Library()
@@ -16,14 +17,15 @@ register = template.Library()
 
 @register.filter
 def pct(value, digits: int = 1) -> str:
-    """0.875 -> "87.5%" ("—" for nothing)."""
+    """0.875 -> "87.5%" ("87,5%" in Russian; "—" for nothing)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         return "—"
     if not math.isfinite(number):
         return "—"
-    return f"{number * 100:.{int(digits)}f}%"
+    # The active language's decimal separator, like floatformat's numbers beside it ("87,5%").
+    return f"{number * 100:.{int(digits)}f}".replace(".", get_format("DECIMAL_SEPARATOR")) + "%"
 
 
 @register.filter

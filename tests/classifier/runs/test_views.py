@@ -182,8 +182,9 @@ def test_compare_overlays_curves_and_marks_differing_settings(client, finished_r
     EpochMetric.objects.create(run=other, phase="head", epoch=1, train_loss=2.0, val_loss=1.9, val_acc=0.3)
     html = client.get(f"/runs/compare/?ids={finished_run.pk},{other.pk}").content.decode()
     assert "<svg" in html and f"#{finished_run.pk} adam" in html and f"#{other.pk} sgd" in html
-    assert '<tr class="differs"><th scope="row">optimizer</th>' in html
-    assert '<tr><th scope="row">backbone</th>' in html
+    # Settings in people's words: the differing optimizer is marked, the shared network is not.
+    assert '<tr class="differs"><th scope="row">Optimizer<small' in html
+    assert '<tr><th scope="row">Pretrained network<small' in html
 
 
 def test_compare_needs_two_runs(client, finished_run):

@@ -1,0 +1,131 @@
+"""A run's configuration in people's words: a label, a unit, a help text and a group per setting,
+values shown as a person reads them, and the settings left at their default set apart.
+
+The run page and the comparison page show ``config_groups(...)``; a key this table does not know
+(a setting added to TrainConfig later) still shows, under its own name, in the last group.
+
+Imports classifier.runs.config (besides Django and libraries); never another domain's views or api.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils.formats import get_format, number_format
+from django.utils.translation import gettext, gettext_lazy
+from django.utils.translation import gettext_lazy as _
+
+from classifier.runs import config as runconfig
+
+GROUPS = {
+    "data": gettext_lazy("Data"),
+    "model": gettext_lazy("Model"),
+    "phases": gettext_lazy("Phases"),
+    "optimizer": gettext_lazy("Optimizer"),
+    "machine": gettext_lazy("Machine"),
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    group: str
+    label: Any
+    unit: Any = ""
+    help: Any = ""
+
+
+SETTINGS: dict[str, Setting] = {
+    "image_size": Setting("data", _("Image size"), _("px"), _("Photos are resized to this square; empty: the backbone's own size.")),
+    "augmentation": Setting("data", _("Augmentation"), "", _("Random crops, flips and colour changes of the training photos.")),
+    "batch_size": Setting("data", _("Batch size"), _("photos"), _("Photos per training step.")),
+    "feature_views": Setting("data", _("Augmented views cached"), _("per photo"), _("How many varied copies of each photo the frozen backbone sees; 0: the photo itself.")),
+    "cache_features": Setting("data", _("Remember the frozen backbone's outputs"), "", _("Computes them once, so the head trains in seconds.")),
+    "backbone": Setting("model", _("Pretrained network"), "", _("The network the model starts from.")),
+    "init_head_from_pretrained": Setting("model", _("Start the head from the pretrained classes"), "", _("Breeds the pretrained network already knows start from its own weights.")),
+    "head_dropout": Setting("model", _("Head dropout"), "", _("Share of features dropped at random while training the head.")),
+    "freeze_batchnorm": Setting("model", _("Keep normalisation statistics frozen"), "", _("The backbone's batch-norm statistics stay as pretrained.")),
+    "head_epochs": Setting("phases", _("Training the new head"), _("epochs"), _("Passes over the photos with the backbone frozen.")),
+    "finetune_epochs": Setting("phases", _("Fine-tuning"), _("epochs"), _("Passes over the photos with the last backbone blocks learning too.")),
+    "unfreeze_blocks": Setting("phases", _("Backbone blocks that learn"), _("blocks"), _("-1: the whole backbone.")),
+    "early_stopping_patience": Setting("phases", _("Stop early after"), _("epochs without progress"), _("0: never stop early.")),
+    "optimizer": Setting("optimizer", _("Optimizer"), "", _("The rule that updates the weights.")),
+    "head_lr": Setting("optimizer", _("Learning rate of the head"), "", _("Step size while the backbone is frozen.")),
+    "finetune_lr": Setting("optimizer", _("Learning rate of fine-tuning"), "", _("Step size once backbone blocks learn.")),
+    "backbone_lr_mult": Setting("optimizer", _("Backbone learning-rate share"), "", _("Backbone blocks learn at this fraction of the fine-tuning rate.")),
+    "weight_decay": Setting("optimizer", _("Weight decay"), "", _("Pulls the weights towards zero a little every step.")),
+    "schedule": Setting("optimizer", _("Learning-rate schedule"), "", _("How the learning rate changes over the epochs.")),
+    "label_smoothing": Setting("optimizer", _("Label smoothing"), "", _("Keeps the model from being overconfident.")),
+    "seed": Setting("machine", _("Random seed"), "", _("The same seed repeats the same shuffles and augmentations.")),
+    "device": Setting("machine", _("Device"), "", _("Where the run computes: automatic picks a GPU when there is one.")),
+    "num_workers": Setting("machine", _("Photo-loading processes"), "", _("-1: as many as the machine suits.")),
+}
+
+CHOICE_WORDS = {
+    "augmentation": {"none": gettext_lazy("none"), "light": gettext_lazy("light"), "standard": gettext_lazy("standard")},
+    "schedule": {"constant": gettext_lazy("constant"), "cosine": gettext_lazy("cosine (slows down towards the end)"),
+                 "onecycle": gettext_lazy("one cycle (up, then down)")},
+    "device": {"auto": gettext_lazy("automatic"), "cpu": gettext_lazy("processor (CPU)"), "cuda": gettext_lazy("graphics card (GPU)")},
+}
+
+
+def decimal_text(value: float) -> str:
+    """0.0003 -> "0.0003" (English) or "0,0003" (Russian); never binary noise or a locale mix."""
+    text = f"{runconfig.tidy_number(value):.6g}"
+    return text.replace(".", get_format("DECIMAL_SEPARATOR"))
+
+
+def value_text(key: str, value: Any) -> str:
+    """One setting's value as a person reads it, in the active language."""
+    if value is None:
+        if key == "image_size":
+            return gettext("the network's own")
+        return "—"
+    if isinstance(value, bool):
+        return gettext("yes") if value else gettext("no")
+    words = CHOICE_WORDS.get(key, {})
+    if isinstance(value, str) and value in words:
+        return str(words[value])
+    if key == "num_workers" and value == -1:
+        return gettext("automatic")
+    if key == "unfreeze_blocks" and value == -1:
+        return gettext("all")
+    if isinstance(value, float):
+        return decimal_text(value)
+    if isinstance(value, int):
+        return number_format(value)
+    return str(value)
+
+
+def config_groups(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Groups of rows for one or more configurations (one value column each).
+
+    Each row: key, label, unit, help, values (display strings), differs (the runs disagree) and
+    default (every run has the default value: the page folds such rows behind "more").
+    """
+    defaults = runconfig.default_config()
+    keys: list[str] = []
+    for config in configs:
+        keys.extend(k for k in config if k not in keys)
+    grouped: dict[str, list[dict[str, Any]]] = {name: [] for name in GROUPS}
+    order = list(SETTINGS)
+    for key in sorted(keys, key=lambda k: order.index(k) if k in SETTINGS else len(order)):
+        setting = SETTINGS.get(key, Setting("machine", key))
+        raw = [config.get(key) for config in configs]
+        grouped[setting.group].append(
+            {
+                "key": key,
+                "label": str(setting.label),
+                "unit": str(setting.unit),
+                "help": str(setting.help),
+                "values": [value_text(key, v) for v in raw],
+                "differs": len({repr(v) for v in raw}) > 1,
+                "default": key in defaults and all(v == defaults[key] for v in raw),
+            }
+        )
+    return [
+        {"name": str(GROUPS[name]), "rows": rows, "changed": [r for r in rows if not r["default"]],
+         "unchanged": [r for r in rows if r["default"]]}
+        for name, rows in grouped.items()
+        if rows
+    ]
