@@ -53,6 +53,7 @@ class FinetuneResult:
     history: list[dict[str, Any]]
     class_names: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    plan: dict[str, Any] | None = None
 
     @property
     def best_val_acc(self) -> float:
@@ -89,7 +90,9 @@ def load_result(out_dir: Path) -> FinetuneResult:
     out_dir = Path(out_dir)
     meta = ckpt.read_json(out_dir / ckpt.META_FILE)
     history = ckpt.read_json(out_dir / ckpt.HISTORY_FILE)
-    return FinetuneResult(out_dir, meta["metrics"], history, meta["class_names"], [tuple(s) for s in meta.get("skipped", [])])
+    return FinetuneResult(
+        out_dir, meta["metrics"], history, meta["class_names"], [tuple(s) for s in meta.get("skipped", [])], meta.get("plan")
+    )
 
 
 class _Run:

@@ -152,4 +152,4 @@ def finish_run(run: _Run) -> FinetuneResult:
     state = dict(run.model.state_dict())
     ckpt.save_run(run.out_dir, model_state=state, meta=meta, history=run.history, validation=validation, test=test)
     ckpt.remove_training_checkpoint(run.out_dir)
-    return FinetuneResult(run.out_dir, metrics, run.history, run.classes, run.skipped)
+    return FinetuneResult(run.out_dir, metrics, run.history, run.classes, run.skipped, meta["plan"])

@@ -75,8 +75,10 @@ class DatasetDetailSerializer(DatasetSummarySerializer):
         return {
             "train": len(split.get("train", [])),
             "val": len(split.get("val", [])),
+            "test": len(split.get("test", [])),
             "seed": split.get("seed"),
             "val_fraction": split.get("val_fraction"),
+            "test_fraction": split.get("test_fraction"),
         }
 
 

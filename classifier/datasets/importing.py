@@ -20,9 +20,11 @@ from django.utils.translation import gettext as _
 
 from classifier.datasets import selectors
 from classifier.datasets.archives import ArchiveError
-from classifier.datasets.report import build_report, stratified_split
+from classifier.datasets.report import build_report
 from classifier.datasets.storage import DatasetError, remove_folder
 from classifier.models import Dataset
+from training.splits import DEFAULT_TEST_FRACTION, duplicate_groups, file_fingerprint
+from training.splits import split_files as training_split_files
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +126,7 @@ def finish(
     report.pop("root", None)  # the server's path is nobody's business
     report["skipped"] = extra_skipped + report["skipped"]
     report["source"] = source
-    split = split_files(usable, seed=seed, val_fraction=val_fraction, inherit=inherit)
+    split = split_files(usable, folder=folder, seed=seed, val_fraction=val_fraction, inherit=inherit)
     dataset.report = report
     dataset.classes = [item["name"] for item in report["classes"] if item["images"]]
     dataset.image_count = report["total_images"]
@@ -134,19 +136,16 @@ def finish(
     dataset.save(update_fields=["report", "classes", "image_count", "split", "status", "error"])
 
 
-def split_files(usable: dict[str, list[str]], *, seed: int, val_fraction: float, inherit: dict | None) -> dict:
-    """Seeded stratified split; files already in ``inherit`` keep their side."""
-    old_train = set((inherit or {}).get("train", []))
-    old_val = set((inherit or {}).get("val", []))
-    fresh = stratified_split(
-        {name: [f for f in files if f not in old_train and f not in old_val] for name, files in usable.items()},
-        val_fraction=val_fraction,
-        seed=seed,
+def split_files(
+    usable: dict[str, list[str]], *, folder: Path, seed: int, val_fraction: float, inherit: dict | None,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+) -> dict:
+    """The one splitter (training.splits): train / val / test, seeded, stratified, with copies of a
+    photo (same bytes or same perceptual hash) kept in one part; files already in ``inherit`` (the
+    parent version's split) keep their part."""
+    prints = {rel: file_fingerprint(folder / rel) for files in usable.values() for rel in files}
+    parts = training_split_files(
+        usable, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+        groups=duplicate_groups(prints), inherit=inherit,
     )
-    every = {f for files in usable.values() for f in files}
-    return {
-        "train": sorted((every & old_train) | set(fresh["train"])),
-        "val": sorted((every & old_val) | set(fresh["val"])),
-        "seed": seed,
-        "val_fraction": val_fraction,
-    }
+    return {**parts, "seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}

@@ -19,8 +19,8 @@ with Pillow under the decompression-bomb limit and returns a JSON-serialisable d
       "usable_files": {class: [relpath, ...]},
     }
 
-Paths are relative to ``root`` with forward slashes. ``stratified_split(report["usable_files"])``
-turns the usable files into a seeded, deterministic train/val split.
+Paths are relative to ``root`` with forward slashes. ``classifier.datasets.importing.split_files``
+turns the usable files into the seeded train/val/test split (training.splits, the one splitter).
 
 Imports nothing of classifier/ or training/ (Django and libraries only).
 """
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import statistics
 import warnings
 from collections import defaultdict
@@ -38,7 +37,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["SKIP_REASONS", "build_report", "stratified_split"]
+__all__ = ["SKIP_REASONS", "build_report"]
 
 SKIP_REASONS = {
     "hidden": "hidden or system file",
@@ -134,30 +133,6 @@ def build_report(
         "warnings": _warnings(counts, imbalance, duplicates, skipped),
         "usable_files": {name: sorted(files) for name, files in sorted(usable.items())},
     }
-
-
-def stratified_split(files_by_class: dict[str, list[str]], *, val_fraction: float = 0.2, seed: int = 0) -> dict:
-    """Split each class's files into train and val, seeded and deterministic.
-
-    1. Each class's files are sorted, then shuffled with ``random.Random(f"{seed}:{class}")``, so a
-       class's split does not change when other classes are added or removed.
-    2. A class with at least two files puts ``round(n * val_fraction)`` of them in val, but at
-       least one and never all of them; a class with one file keeps it in train.
-    Returns ``{"train": [relpath, ...], "val": [relpath, ...]}``, both sorted, forward slashes.
-    """
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-    train: list[str] = []
-    val: list[str] = []
-    for class_name in sorted(files_by_class):
-        files = sorted(str(rel).replace("\\", "/") for rel in files_by_class[class_name])
-        random.Random(f"{seed}:{class_name}").shuffle(files)
-        n_val = 0
-        if len(files) >= 2:
-            n_val = min(max(1, round(len(files) * val_fraction)), len(files) - 1)
-        val.extend(files[:n_val])
-        train.extend(files[n_val:])
-    return {"train": sorted(train), "val": sorted(val)}
 
 
 # Helpers ------------------------------------------------------------------------------------

@@ -55,11 +55,12 @@ from classifier.datasets.storage import (
 from classifier.models import Dataset, Feedback
 from training.data import IMAGE_EXTENSIONS
 from training.files import atomic_write
+from training.splits import DEFAULT_VAL_FRACTION as TRAINING_DEFAULT_VAL_FRACTION
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SEED = 0
-DEFAULT_VAL_FRACTION = 0.2
+DEFAULT_VAL_FRACTION = TRAINING_DEFAULT_VAL_FRACTION  # the CLI's too (training.splits)
 MIN_VAL_FRACTION = 0.05
 MAX_VAL_FRACTION = 0.5
 THUMBNAIL_SIDE = 160

@@ -26,9 +26,9 @@ from training.errors import ConfigError
 from training.optim import OPTIMIZERS
 
 # Filled in by the worker, never by users: a run must not read or write arbitrary paths.
-MACHINE_FIELDS = ("data_dir", "val_dir", "split_file", "backbone_weights")
+MACHINE_FIELDS = ("data_dir", "val_dir", "test_dir", "split_file", "backbone_weights")
 # The dataset's stored split decides which images validate, so every run of a dataset compares.
-DATASET_FIELDS = ("val_fraction",)
+DATASET_FIELDS = ("val_fraction", "test_fraction")
 RUN_FIELDS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in MACHINE_FIELDS + DATASET_FIELDS
 )
@@ -89,7 +89,7 @@ def build_config(data: Mapping[str, Any]) -> dict[str, Any]:
         )
     fixed = sorted(set(data) & set(DATASET_FIELDS))
     if fixed:
-        raise RunConfigError(f"{fixed[0]} cannot be set: the dataset's stored train/validation split is used.", fixed[0])
+        raise RunConfigError(f"{fixed[0]} cannot be set: the dataset's stored train/validation/test split is used.", fixed[0])
     unknown = sorted(set(data) - set(RUN_FIELDS))
     if unknown:
         raise RunConfigError(
@@ -137,6 +137,9 @@ def time_limit_seconds(config: Mapping[str, Any], *, image_count: int) -> int:
     head = int(config.get("head_epochs") or 0) * images * 0.05 * pixels
     tune = int(config.get("finetune_epochs") or 0) * images * 1.0 * pixels
     estimate = 600 + head + tune + images * 0.2  # decoding and the final evaluation
+    budget = float(config.get("budget_minutes") or 0) * 60
+    if budget:
+        estimate = max(estimate, 600 + 3 * budget)  # a planned run: its budget, with room for a slow start
     return int(min(settings.BREEDLAB_MAX_RUN_SECONDS, max(600, math.ceil(estimate))))
 
 

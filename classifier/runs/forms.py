@@ -16,7 +16,7 @@ from classifier.datasets.selectors import dataset_blocking_reason
 from classifier.models import Dataset
 from classifier.runs import config as runconfig
 from classifier.runs.display import CHOICE_WORDS
-from training.config import AUGMENTATIONS, SCHEDULES
+from training.config import AUGMENTATIONS, HEAD_SOLVERS, SCHEDULES
 from training.optim import OPTIMIZERS
 
 # Optimizer titles as the page shows them (training/ never imports Django, so it keeps English).
@@ -44,6 +44,8 @@ BACKBONE_TITLES = {
 CONFIG_FIELDS = (
     "backbone",
     "optimizer",
+    "budget_minutes",
+    "head_solver",
     "head_epochs",
     "head_lr",
     "finetune_epochs",
@@ -115,9 +117,23 @@ class RunForm(forms.Form):
         ],
         help_text=_("Choosing one fills in the recipe's learning rates for it, unless you typed your own."),
     )
-    head_epochs = forms.IntegerField(label=_("Head epochs (backbone frozen)"), min_value=0, max_value=1000)
+    budget_minutes = forms.FloatField(
+        label=_("Time budget (minutes)"), min_value=0, max_value=1440,
+        help_text=_("The run plans its augmented views and fine-tune epochs to finish within it; 0: no budget."),
+    )
+    head_solver = forms.ChoiceField(
+        label=_("How the new head learns"), choices=[(h, CHOICE_WORDS["head_solver"].get(h, h)) for h in HEAD_SOLVERS],
+        help_text=_("Solved exactly on the frozen features in seconds, or trained for the head epochs with the optimizer."),
+    )
+    head_epochs = forms.IntegerField(
+        label=_("Head epochs (backbone frozen)"), min_value=0, max_value=1000,
+        help_text=_("Used when the head is trained for epochs."),
+    )
     head_lr = forms.FloatField(label=_("Head learning rate"), min_value=1e-8, max_value=10.0)
-    finetune_epochs = forms.IntegerField(label=_("Fine-tune epochs (last blocks unfrozen)"), min_value=0, max_value=1000)
+    finetune_epochs = forms.IntegerField(
+        label=_("Fine-tune epochs (last blocks unfrozen)"), min_value=0, max_value=1000, required=False,
+        help_text=_("Empty: as many as fit the time budget."),
+    )
     finetune_lr = forms.FloatField(label=_("Fine-tune learning rate"), min_value=1e-8, max_value=10.0)
     unfreeze_blocks = forms.IntegerField(
         label=_("Blocks to unfreeze"), min_value=-1, max_value=100, help_text=_("-1 unfreezes the whole backbone.")

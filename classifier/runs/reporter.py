@@ -63,12 +63,15 @@ class DbReporter:
         self._rate_start: tuple[float, int] | None = None
         self.stages: list[dict[str, Any]] = []
         self._stage_rate: dict[str, tuple[float, int]] = {}
+        self.plan: dict[str, Any] | None = None
 
     # ---- writing -------------------------------------------------------------------------
     def _owned(self):
         return TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING, attempts=self.attempt)
 
     def _write(self, **fields: Any) -> None:
+        if "progress_detail" in fields and self.plan is not None:
+            fields["progress_detail"] = {**fields["progress_detail"], "plan": self.plan, "eta_total_seconds": self._eta_total()}
         updated = self._owned().update(heartbeat_at=timezone.now(), **fields)
         if updated != 1:
             self.lost = True
@@ -114,6 +117,30 @@ class DbReporter:
         """The progress_detail for a stage the worker runs itself (e.g. "calibrate")."""
         self._stage(name, 0, 0)
         return {"stage": name, "stages": [dict(s) for s in self.stages]}
+
+    def _eta_total(self) -> float | None:
+        """Seconds left for the whole run: the current stage's own ETA (or its planned time when it
+        has none yet) plus the planned seconds of every stage not started."""
+        if not self.plan:
+            return None
+        estimates: dict[str, float] = dict(self.plan.get("estimates") or {})
+        started = {s["name"] for s in self.stages}
+        left = 0.0
+        for stage in self.stages:
+            if stage.get("finished"):
+                continue
+            if stage.get("eta_seconds") is not None:
+                left += float(stage["eta_seconds"])
+            elif stage["name"] in estimates:
+                left += float(estimates[stage["name"]])
+        left += sum(float(v) for k, v in estimates.items() if k not in started and k != "decode")
+        return round(left, 1)
+
+    def on_plan(self, *, plan: dict[str, Any]) -> None:
+        """The run's plan (views, epochs, seconds per stage); kept in every later progress write."""
+        self.plan = dict(plan)
+        self.epochs["finetune"] = int(plan.get("finetune_epochs") or self.epochs["finetune"])
+        self._write(progress_detail={"stage": "plan", "stages": [dict(s) for s in self.stages]})
 
     # ---- progress arithmetic -------------------------------------------------------------
     def _total_steps(self) -> int:

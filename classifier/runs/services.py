@@ -202,7 +202,7 @@ def _finish(run_id: int, attempt: int, status: str, *, error: str = "", tb: str 
 def _write_split(run: TrainingRun, out_dir: Path) -> Path:
     split = run.dataset.split or {}
     path = out_dir / SPLIT_FILE
-    atomic_write_json(path, {"train": list(split.get("train", [])), "val": list(split.get("val", []))})
+    atomic_write_json(path, {part: list(split.get(part, [])) for part in ("train", "val", "test")})
     return path
 
 
@@ -320,6 +320,7 @@ def _succeed(
     metrics = {k: v for k, v in result.metrics.items()}
     outcome: dict[str, Any] = {
         "metrics": metrics,
+        "plan": getattr(result, "plan", None),
         "class_names": list(result.class_names),
         "skipped": [list(s) for s in result.skipped],
         "notes": notes,

@@ -208,6 +208,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "version": version,
             "config_groups": display.config_groups([run.config]),
             "metrics": (run.result or {}).get("metrics", {}),
+            "plan": (run.result or {}).get("plan") or (run.progress_detail or {}).get("plan"),
             "notes": (run.result or {}).get("notes", []),
             "promotion": (run.result or {}).get("promotion"),
             "calibration": (run.result or {}).get("calibration"),

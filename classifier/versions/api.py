@@ -28,7 +28,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelVersion
         fields = [
-            "id", "name", "backbone", "run", "class_names", "val_acc", "metrics", "is_active", "created_at",
+            "id", "name", "kind", "backbone", "run", "class_names", "val_acc", "metrics", "is_active", "created_at",
             "promoted_at", "promoted_by",
         ]
 

@@ -18,6 +18,9 @@ TINY_CONFIG = {
     "image_size": 32,
     "head_epochs": 1,
     "finetune_epochs": 1,
+    "head_solver": "epochs",
+    "budget_minutes": 0,
+    "augmentation": "none",
     "batch_size": 8,
     "num_workers": 0,
     "device": "cpu",
@@ -34,11 +37,12 @@ def copy_tiny_dataset(source: Path, target: Path, *, breeds=TINY_BREEDS, per_cla
 
 def make_dataset_row(folder: Path, relpath: str, *, name: str = "tiny", version: int = 1):
     """A ready Dataset row for an ImageFolder under DATASETS_ROOT, with a real report and split."""
-    from classifier.datasets.report import build_report, stratified_split
+    from classifier.datasets.importing import split_files
+    from classifier.datasets.report import build_report
     from classifier.models import Dataset
 
     report = build_report(folder)
-    split = stratified_split(report["usable_files"], val_fraction=0.2, seed=0)
+    split = split_files(report["usable_files"], folder=folder, val_fraction=0.2, seed=0, inherit=None)
     return Dataset.objects.create(
         name=name,
         version=version,

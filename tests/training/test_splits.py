@@ -87,3 +87,11 @@ def test_a_folder_run_splits_three_ways_and_keeps_copies_together(tmp_path):
     assert all(parts.values())
     copies = {"red/000.png", "red/dup0.png", "red/dup1.png", "red/dup2.png"}
     assert sum(1 for rels in parts.values() if rels & copies) == 1
+
+
+def test_split_uses_forward_slashes_and_is_json_serialisable():
+    import json
+
+    split = split_files({"pug": ["pug\\a.jpg", "pug\\b.jpg"]})
+    assert sorted(split["train"] + split["val"] + split["test"]) == ["pug/a.jpg", "pug/b.jpg"]
+    assert json.loads(json.dumps(split)) == split

@@ -20,7 +20,7 @@ from classifier.runs import config as runconfig
 from classifier.runs import services as run_services
 from classifier.runs.forms import CONFIG_FIELDS, RunForm
 
-_TYPES = {"head_epochs": int, "finetune_epochs": int, "unfreeze_blocks": int, "batch_size": int, "image_size": int,
+_TYPES = {"head_epochs": int, "finetune_epochs": int, "budget_minutes": float, "unfreeze_blocks": int, "batch_size": int, "image_size": int,
           "early_stopping_patience": int, "seed": int}
 
 

@@ -29,6 +29,19 @@ def pct(value, digits: int = 1) -> str:
 
 
 @register.filter
+def points(value, digits: int = 1) -> str:
+    """A difference of fractions in percentage points: 0.021 -> "+2.1 points" ("+2,1 п. п." in Russian)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    if not math.isfinite(number):
+        return "—"
+    text = f"{number * 100:+.{int(digits)}f}".replace(".", get_format("DECIMAL_SEPARATOR"))
+    return _("%(n)s points") % {"n": text}
+
+
+@register.filter
 def seconds(value) -> str:
     """A number of seconds (or a timedelta) as "1 h 02 min", "3 min 05 s" or "12 s"."""
     if isinstance(value, timedelta):

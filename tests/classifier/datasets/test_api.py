@@ -51,7 +51,7 @@ def test_it_returns_one_datasets_validation_report(client, tmp_path):
     body = client.get(f"/api/datasets/{dataset.pk}").json()
     assert body["report"]["skipped"][0]["path"] == "pug/notes.txt"
     assert body["report"]["imbalance_ratio"] == 1.0 and body["report"]["problems"] == []
-    assert body["split"] == {"train": 8, "val": 2, "seed": 4, "val_fraction": 0.2}
+    assert body["split"] == {"train": 6, "val": 2, "test": 2, "seed": 4, "val_fraction": 0.15, "test_fraction": 0.15}
     missing = client.get("/api/datasets/999999")
     assert missing.status_code == 404 and missing.json() == {"error": "No such dataset."}
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from classifier.datasets.report import build_report, stratified_split
+from classifier.datasets.report import build_report
+from training.splits import split_files
 
 
 @pytest.fixture(autouse=True)
@@ -273,49 +274,6 @@ def test_it_reports_on_real_stanford_dogs_photos(stanford_dogs_dir: Path, tmp_pa
     assert report["total_images"] >= 0.9 * report["total_files"]
     assert report["problems"] == []
     assert report["sizes"]["width"]["min"] >= 64
-    split = stratified_split(report["usable_files"], seed=0)
-    assert {rel.split("/")[0] for rel in split["val"]} == set(breeds)
+    split = split_files(report["usable_files"], seed=0)  # the splitter's own tests: tests/training/test_splits.py
+    assert {rel.split("/")[0] for rel in split["val"]} == set(breeds) == {rel.split("/")[0] for rel in split["test"]}
     assert json.loads(json.dumps(report)) == report
-
-
-# Split ----------------------------------------------------------------------------------------
-
-FILES = {
-    "beagle": [f"beagle/{i}.jpg" for i in range(40)],
-    "pug": [f"pug/{i}.jpg" for i in range(11)],
-    "husky": ["husky/a.jpg", "husky/b.jpg"],
-    "corgi": ["corgi/only.jpg"],
-}
-
-
-def test_split_is_deterministic_for_a_seed_and_differs_between_seeds() -> None:
-    first = stratified_split(FILES, seed=3)
-    assert stratified_split({k: list(reversed(v)) for k, v in FILES.items()}, seed=3) == first
-    assert stratified_split(FILES, seed=4)["val"] != first["val"]
-
-
-def test_split_is_stratified_and_complete() -> None:
-    split = stratified_split(FILES, val_fraction=0.2)
-    by_class = {name: [rel for rel in split["val"] if rel.startswith(name + "/")] for name in FILES}
-    assert {name: len(rels) for name, rels in by_class.items()} == {"beagle": 8, "pug": 2, "husky": 1, "corgi": 0}
-    assert sorted(split["train"] + split["val"]) == sorted(rel for rels in FILES.values() for rel in rels)
-    assert not set(split["train"]) & set(split["val"])
-    assert "corgi/only.jpg" in split["train"]
-
-
-def test_split_keeps_a_class_unchanged_when_another_class_is_added() -> None:
-    before = stratified_split({"beagle": FILES["beagle"]}, seed=1)
-    after = stratified_split({"beagle": FILES["beagle"], "pug": FILES["pug"]}, seed=1)
-    assert [rel for rel in after["val"] if rel.startswith("beagle/")] == before["val"]
-
-
-def test_split_uses_forward_slashes_and_is_json_serialisable() -> None:
-    split = stratified_split({"pug": ["pug\\a.jpg", "pug\\b.jpg"]})
-    assert sorted(split["train"] + split["val"]) == ["pug/a.jpg", "pug/b.jpg"]
-    assert json.loads(json.dumps(split)) == split
-
-
-@pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5])
-def test_split_rejects_a_fraction_outside_zero_to_one(fraction: float) -> None:
-    with pytest.raises(ValueError, match="val_fraction"):
-        stratified_split(FILES, val_fraction=fraction)

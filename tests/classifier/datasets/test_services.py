@@ -40,7 +40,8 @@ def test_it_imports_an_archive_with_report_classes_and_seeded_split(tmp_path, se
     assert dataset.report["problems"] == [] and "root" not in dataset.report and "usable_files" not in dataset.report
     assert dataset.report["source"]["format"] == "zip"
     assert len(dataset.split["val"]) == 2 + 1 and dataset.split["seed"] == 3 and dataset.split["val_fraction"] == 0.2
-    assert sorted(dataset.split["train"] + dataset.split["val"]) == sorted(
+    assert len(dataset.split["test"]) == 2 + 1 and dataset.split["test_fraction"] == 0.15
+    assert sorted(dataset.split["train"] + dataset.split["val"] + dataset.split["test"]) == sorted(
         p for p in files_under(Path(settings.DATASETS_ROOT) / "dogs/v1") if "/" in p
     )
     again = services.dataset_import_archive(name="Dogs", archive_path=archive, seed=3, val_fraction=0.2)
@@ -127,8 +128,10 @@ def test_it_imports_real_stanford_dogs_photos(stanford_dogs_dir, tmp_path, setti
     )
     for breed in dataset.classes:
         val = [p for p in dataset.split["val"] if p.startswith(f"{breed}/")]
+        test = [p for p in dataset.split["test"] if p.startswith(f"{breed}/")]
         train = [p for p in dataset.split["train"] if p.startswith(f"{breed}/")]
-        assert len(val) == round((len(val) + len(train)) * 0.2)
+        assert len(val) == round((len(val) + len(train) + len(test)) * dataset.split["val_fraction"])
+        assert len(test) == round((len(val) + len(train) + len(test)) * dataset.split["test_fraction"])
 
 
 # Corrections merged into a new version -----------------------------------------------------------

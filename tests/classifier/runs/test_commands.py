@@ -34,7 +34,7 @@ def test_it_queues_a_run_with_the_given_options_and_recipe_defaults(make_dataset
     [
         (["--dataset", "nope"], "No dataset 'nope'"),
         (["--dataset", "pets", "--head-epochs", "-2"], "--head-epochs: Ensure this value is greater than or equal to 0."),
-        (["--dataset", "pets", "--head-epochs", "0", "--finetune-epochs", "0"], "At least one of head_epochs"),
+        (["--dataset", "pets", "--head-solver", "epochs", "--head-epochs", "0", "--finetune-epochs", "0"], "At least one of head_epochs"),
         (["--dataset", "pets", "--user", "ghost"], "No user 'ghost'"),
     ],
 )

@@ -78,7 +78,7 @@ def test_it_refuses_a_dataset_that_is_not_ready_or_has_no_split(make_dataset):
     [
         ({"optimizer": "lbfgs"}, "optimizer", "Unknown optimizer"),
         ({"head_epochs": -1}, "head_epochs", "head_epochs must be"),
-        ({"head_epochs": 0, "finetune_epochs": 0}, None, "At least one"),
+        ({"head_solver": "epochs", "head_epochs": 0, "finetune_epochs": 0}, None, "At least one"),
         ({"backbone": "vgg99"}, "backbone", "Unknown backbone"),
         ({"data_dir": "/etc"}, "data_dir", "cannot be set"),
         ({"val_fraction": 0.5}, "val_fraction", "split"),
@@ -127,12 +127,16 @@ def test_a_run_trains_writes_its_epochs_registers_a_model_and_promotes_when_aske
     out = Path(settings.RUNS_ROOT) / run.out_dir
     # the list shows the accuracy of the weights the run kept, the ones its model version serves
     assert run.best_val_acc == json.loads((out / "meta.json").read_text())["metrics"]["val_acc"]
-    assert json.loads((out / "split.json").read_text()) == tiny_dataset.split  # the dataset's own split
+    split = {part: tiny_dataset.split[part] for part in ("train", "val", "test")}
+    assert json.loads((out / "split.json").read_text()) == split  # the dataset's own split
+    test = json.loads((out / "test.json").read_text())
+    assert sorted(p["path"] for p in test["predictions"]) == sorted(tiny_dataset.split["test"])
+    assert run.result["metrics"]["test_acc"] == test["top1"] and run.result["metrics"]["kept"]["phase"] in ("head", "finetune")
     validation = json.loads((out / "validation.json").read_text())
     assert sorted(p["path"] for p in validation["predictions"]) == sorted(tiny_dataset.split["val"])
     version = ModelVersion.objects.get(run=run)
     assert version.path == run.out_dir and version.class_names == ["beagle", "chihuahua", "pug"]
-    assert version.is_active and run.result["promotion"]["promoted"] is True  # nothing was active before
+    assert version.is_active and run.result["promotion"]["promoted"] is True  # only the built-in model was active
     # Its own not-a-dog thresholds, calibrated on its validation photos, serve with it.
     calibration = json.loads((out / "calibration.json").read_text())
     assert calibration["validation"]["n"] == len(tiny_dataset.split["val"])
