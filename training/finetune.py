@@ -236,6 +236,7 @@ class _Run:
             finetune_epochs=c.finetune_epochs,
             unfreeze_blocks=self._unfreeze(),
             allow_images_path=self.device.type == "cuda" and c.cache_features and c.unfreeze_blocks is not None,
+            classes_known=len(self.head_matches) == len(self.classes),
         )
 
     # ---- 3) the loop ---------------------------------------------------------------------
@@ -325,7 +326,7 @@ class _Run:
         x_val = self.store.tensor("val", "features")
         fit = fit_head(
             x_train, y_train, x_val, self.labels["val"], num_classes=len(self.classes),
-            prior=self.head_prior, should_stop=self._stop_check,
+            prior=self.head_prior, label_smoothing=self.config.label_smoothing, should_stop=self._stop_check,
         )
         with torch.no_grad():
             self.model.head.weight.copy_(fit.weight)

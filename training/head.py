@@ -3,11 +3,12 @@
 On a frozen backbone the head is a convex problem, so it is solved, not trained for a few
 epochs: full-batch L-BFGS (strong Wolfe line search) minimises
 
-    mean cross-entropy(X W^T + b, y) + (λ/2) * ||W - W0||^2
+    mean cross-entropy(X W^T + b, y; label smoothing ε) + (λ/2) * ||W - W0||^2
 
 where W0 is the prior (the pretrained classifier's rows for classes the network already knows,
 zero for the others: "head init" becomes a prior instead of a starting point that training
-forgets). λ is chosen on the validation split from a log-spaced path, strongest first, each fit
+forgets). The label smoothing is the fine-tune phase's own, so that phase starts at the optimum of
+its own objective instead of first undoing an over-confident head. λ is chosen on the validation split from a log-spaced path, strongest first, each fit
 warm-started from the previous one; the λ with the lowest validation loss wins (ties: the
 stronger one). A few seconds on CPU for thousands of images.
 
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-DEFAULT_LAMBDAS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
+DEFAULT_LAMBDAS = (3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
 
 
 @dataclass
@@ -50,8 +51,9 @@ def fit_logistic(
     prior: torch.Tensor | None = None,
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
     max_iter: int = 200,
+    label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimise mean CE + (lam/2)||W - prior||^2 over (W, b) with full-batch L-BFGS."""
+    """Minimise mean CE (label-smoothed) + (lam/2)||W - prior||^2 over (W, b) with full-batch L-BFGS."""
     x = features.float()
     d = x.shape[1]
     prior_w = torch.zeros(num_classes, d) if prior is None else prior.float()
@@ -68,7 +70,7 @@ def fit_logistic(
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = F.cross_entropy(x @ w.T + b, labels) + 0.5 * lam * (w - prior_w).pow(2).sum()
+        loss = F.cross_entropy(x @ w.T + b, labels, label_smoothing=label_smoothing) + 0.5 * lam * (w - prior_w).pow(2).sum()
         loss.backward()
         return loss
 
@@ -94,7 +96,8 @@ def fit_head(
     num_classes: int,
     prior: torch.Tensor | None = None,
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
-    max_iter: int = 200,
+    max_iter: int = 100,
+    label_smoothing: float = 0.0,
     should_stop: Any = None,
 ) -> HeadFit:
     """Fit the head along the λ path and keep the λ with the lowest validation loss.
@@ -108,7 +111,8 @@ def fit_head(
     for lam in sorted(lambdas, reverse=True):
         t0 = time.perf_counter()
         w, b = fit_logistic(
-            train_features, train_labels, lam, num_classes=num_classes, prior=prior, init=init, max_iter=max_iter
+            train_features, train_labels, lam, num_classes=num_classes, prior=prior, init=init, max_iter=max_iter,
+            label_smoothing=label_smoothing,
         )
         init = (w, b)
         tr_loss, tr_acc, _ = _score(w, b, train_features, train_labels)
@@ -119,8 +123,8 @@ def fit_head(
             best = HeadFit(w, b, lam, tr_loss, tr_acc, v_loss, v_acc, v_top5, 0.0)
         if should_stop is not None:
             should_stop()
-        # The path is U-shaped in λ: stop two steps after validation loss turned upwards.
-        if len(path) >= 3 and path[-1]["val_loss"] > path[-2]["val_loss"] > path[-3]["val_loss"]:
+        # The path is U-shaped in λ: stop once validation loss has turned upwards.
+        if len(path) >= 2 and path[-1]["val_loss"] > path[-2]["val_loss"]:
             break
     assert best is not None
     best.seconds = time.perf_counter() - started

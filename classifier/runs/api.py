@@ -69,7 +69,13 @@ class RunSummarySerializer(serializers.ModelSerializer):
 
 class RunDetailSerializer(RunSummarySerializer):
     epochs = EpochSerializer(many=True, read_only=True)
-    metrics = serializers.SerializerMethodField(help_text="Final validation metrics of a succeeded run.")
+    metrics = serializers.SerializerMethodField(
+        help_text="Final metrics of a succeeded run: test_acc / test_top5 (the test split, scored once), head_test_acc "
+        "(the converged head alone), finetune_gain_test, kept {phase, epoch, why}, val_acc, train/val/test_images, seconds."
+    )
+    plan = serializers.SerializerMethodField(
+        help_text="The run's plan: path, views, finetune_epochs, budget_s, estimates (seconds per stage), total_s."
+    )
     notes = serializers.SerializerMethodField()
     promotion = serializers.SerializerMethodField()
     model_version = serializers.SerializerMethodField()
@@ -78,11 +84,14 @@ class RunDetailSerializer(RunSummarySerializer):
     class Meta(RunSummarySerializer.Meta):
         fields = RunSummarySerializer.Meta.fields + [
             "config", "progress_detail", "heartbeat_at", "attempts", "worker", "cancel_requested",
-            "promote_when_done", "error", "traceback", "metrics", "notes", "promotion", "model_version", "epochs",
+            "promote_when_done", "error", "traceback", "metrics", "plan", "notes", "promotion", "model_version", "epochs",
         ]
 
     def get_metrics(self, run: TrainingRun) -> dict:
         return (run.result or {}).get("metrics", {})
+
+    def get_plan(self, run: TrainingRun) -> dict | None:
+        return (run.result or {}).get("plan") or (run.progress_detail or {}).get("plan")
 
     def get_notes(self, run: TrainingRun) -> list[str]:
         return list((run.result or {}).get("notes", []))

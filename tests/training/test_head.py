@@ -35,7 +35,7 @@ def test_the_regularisation_is_chosen_on_validation_and_pulls_toward_the_prior()
     fit = fit_head(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(xv), torch.from_numpy(yv), num_classes=4)
     best = min(fit.path, key=lambda p: p["val_loss"])
     assert fit.lam == best["lambda"] and fit.val_loss == pytest.approx(best["val_loss"])
-    assert fit.val_acc > 0.8 and len(fit.path) >= 3
+    assert fit.val_acc > 0.8 and len(fit.path) >= 2
     # A strong pull toward a prior keeps the weights near it.
     prior = torch.randn(4, 16)
     w, _ = fit_logistic(torch.from_numpy(x), torch.from_numpy(y), 100.0, num_classes=4, prior=prior)

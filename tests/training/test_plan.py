@@ -46,3 +46,8 @@ def test_a_gpu_picks_the_whole_network_when_ten_epochs_of_it_fit():
 def test_no_budget_uses_the_defaults():
     plan = _plan(budget_s=None)
     assert plan.budget_s is None and plan.views >= 1 and plan.finetune_epochs >= 1
+
+
+def test_classes_the_pretrained_network_knows_get_a_short_plan():
+    plan = _plan(classes_known=True)
+    assert plan.views == 1 and plan.finetune_epochs == 3 and plan.total_s < _plan().total_s
