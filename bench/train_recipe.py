@@ -93,36 +93,29 @@ def logistic_reference(run_dir: Path, data: Path) -> dict:
             "fit_s": time.perf_counter() - t1, "seconds": time.perf_counter() - t0}
 
 
-def main() -> None:
-    args = parse_args(__doc__, lambda p: p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS)))
-    info = machine()
-    rows, runs = [], {}
-    for name in args.tasks:
-        kind, extra, target, wall_limit = TASKS[name]
-        data = data_for(kind, args.datasets)
-        out = OUT_DIR / f"recipe-{name}"
-        r = run_cli(data, out, args.device, extra)
-        ref = logistic_reference(out, data)
-        m, plan = r["meta"]["metrics"], r["meta"]["plan"] or {}
-        kept = m.get("kept") or {}
-        met = m["test_acc"] >= target and (wall_limit is None or r["wall_s"] <= wall_limit)
-        runs[name] = {"wall_s": r["wall_s"], "command": r["command"], "metrics": m, "plan": plan,
-                      "head_fit": r["meta"].get("head_fit"), "logistic_regression": ref}
-        rows.append([
-            name, m["train_images"], m["test_images"], m["test_acc"], m.get("head_test_acc", "-"), ref["test_acc"],
-            f"{(m.get('finetune_gain_test') or 0) * 100:+.1f}", f"{kept.get('phase')} {kept.get('epoch')}",
-            f"{plan.get('views')} / {plan.get('finetune_epochs')}", r["wall_s"], wall_limit or "-", target,
-            "yes" if met else "no",
-        ])
-        print(f"{name}: test {m['test_acc']:.4f} (head {m.get('head_test_acc')}, logistic regression {ref['test_acc']:.4f}), "
-              f"{r['wall_s']:.0f} s", flush=True)
-    cmd = "bench/train_recipe.py --datasets ../shared/datasets" + (
-        f" --tasks {' '.join(args.tasks)}" if args.tasks != list(TASKS) else "")
-    md = "\n".join([
+def row(name: str, run: dict) -> list:
+    _, _, target, wall_limit = TASKS[name]
+    m, plan, ref = run["metrics"], run["plan"] or {}, run["logistic_regression"]
+    kept = m.get("kept") or {}
+    met = m["test_acc"] >= target and (wall_limit is None or run["wall_s"] <= wall_limit)
+    return [
+        name, m["train_images"], m["test_images"], m["test_acc"], m.get("head_test_acc", "-"), ref["test_acc"],
+        f"{(m.get('finetune_gain_test') or 0) * 100:+.1f}", f"{kept.get('phase')} {kept.get('epoch')}",
+        f"{plan.get('views')} / {plan.get('finetune_epochs')}", run["wall_s"], wall_limit or "-", target,
+        "yes" if met else "no",
+    ]
+
+
+def render(runs: dict, info: dict) -> str:
+    """The RESULTS.md section for every task measured so far (a task run again replaces its row)."""
+    rows = [row(name, runs[name]) for name in TASKS if name in runs]
+    loads = ", ".join(f"{name}: {runs[name].get('load_average_at_start')}" for name in TASKS if name in runs)
+    return "\n".join([
         "## Default recipe: test accuracy, the head alone, a logistic-regression reference, wall time",
         "",
-        f"Command: `.venv/bin/python {cmd}` (machine: {info['cpu_count']} CPU cores, GPU: {info['gpu'] or 'none'}, "
-        f"load average at start {info['load_average_at_start']}).",
+        "Command: `.venv/bin/python bench/train_recipe.py --datasets ../shared/datasets [--tasks ...]` "
+        f"(machine: {info['cpu_count']} CPU cores, GPU: {info['gpu'] or 'none'}; load average at each task's start: {loads}; "
+        "other jobs ran at a lower priority).",
         "",
         table(["task", "train photos", "test photos", "test top-1", "head alone", "logistic regression (C by 5-fold CV)",
                "fine-tune gain (points)", "kept", "views / fine-tune epochs", "wall s", "wall limit s", "target",
@@ -132,7 +125,31 @@ def main() -> None:
         "validation (another 15%) chose the head's regularisation and the kept weights. Stanford Dogs photos come "
         "from ImageNet, so ImageNet-pretrained numbers on them are optimistic; flowers-12 is the honest task.",
     ])
-    write_results("train_recipe", {"machine": info, "runs": runs}, md)
+
+
+def main() -> None:
+    import os
+
+    from common import RESULTS_JSON_DIR
+
+    args = parse_args(__doc__, lambda p: p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS)))
+    info = machine()
+    saved = RESULTS_JSON_DIR / "train_recipe.json"
+    runs = json.loads(saved.read_text()).get("runs", {}) if saved.is_file() else {}
+    runs = {k: v for k, v in runs.items() if k in TASKS and "logistic_regression" in v}
+    for name in args.tasks:
+        kind, extra, target, wall_limit = TASKS[name]
+        data = data_for(kind, args.datasets)
+        out = OUT_DIR / f"recipe-{name}"
+        load = [round(x, 2) for x in os.getloadavg()]
+        r = run_cli(data, out, args.device, extra)
+        ref = logistic_reference(out, data)
+        m = r["meta"]["metrics"]
+        runs[name] = {"wall_s": r["wall_s"], "command": r["command"], "metrics": m, "plan": r["meta"]["plan"],
+                      "head_fit": r["meta"].get("head_fit"), "logistic_regression": ref, "load_average_at_start": load}
+        print(f"{name}: test {m['test_acc']:.4f} (head {m.get('head_test_acc')}, logistic regression {ref['test_acc']:.4f}), "
+              f"{r['wall_s']:.0f} s", flush=True)
+    write_results("train_recipe", {"machine": info, "runs": runs}, render(runs, info))
 
 
 if __name__ == "__main__":

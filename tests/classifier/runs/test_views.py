@@ -215,3 +215,30 @@ def test_the_admin_links_to_the_new_run_form(staff_client, make_dataset):
 def test_the_navigation_offers_a_new_run_to_staff_only(staff_client):
     assert 'href="/runs/new/"' in staff_client.get("/runs/").content.decode()
     assert 'href="/runs/new/"' not in Client().get("/runs/").content.decode()
+
+
+def test_the_run_page_shows_test_accuracy_the_head_alone_the_kept_weights_and_the_plan(finished_run, client):
+    plan = {"path": "cached", "views": 8, "finetune_epochs": 10, "unfreeze_blocks": 2, "budget_s": 300.0,
+            "estimates": {"decode": 4.0, "features": 75.0, "head": 5.0, "finetune": 12.0, "test": 0.1},
+            "over_budget": False, "reason": "", "total_s": 96.1}
+    finished_run.result = {"metrics": {"val_acc": 0.667, "test_acc": 0.9907, "test_top5": 1.0, "test_images": 108,
+                                       "head_test_acc": 0.9815, "finetune_gain_test": 0.0092,
+                                       "kept": {"phase": "finetune", "epoch": 10, "why": "last epoch of the plan"}},
+                           "plan": plan}
+    finished_run.save()
+    html = client.get(f"/runs/{finished_run.pk}/").content.decode()
+    assert "Test accuracy (top-1)" in html and "99.1%" in html and "108 test photos" in html
+    assert "98.2%" in html and "fine-tuning gained +0.9 points" in html
+    assert "Weights kept" in html and "epoch 10" in html
+    assert "8 views" in html and "10 epochs" in html and "1 min 36 s" in html
+    api = client.get(f"/api/runs/{finished_run.pk}").json()
+    assert api["metrics"]["kept"]["phase"] == "finetune" and api["plan"]["views"] == 8
+
+
+def test_the_live_page_shows_the_plan_and_an_eta_for_the_whole_run(make_run, client):
+    plan = {"path": "cached", "views": 4, "finetune_epochs": 6, "budget_s": 300.0, "estimates": {"finetune": 30.0},
+            "over_budget": False, "total_s": 200.0}
+    run = make_run(status=TrainingRun.Status.RUNNING, progress=0.3,
+                   progress_detail={"stage": "features", "stages": [], "plan": plan, "eta_total_seconds": 125.0})
+    html = client.get(f"/runs/{run.pk}/live/").content.decode()
+    assert "4 views" in html and "6 epochs" in html and "About 2 min 05 s left in all." in html
