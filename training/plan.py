@@ -132,10 +132,16 @@ def make_plan(
                     over_budget=sum(est.values()) > budget_s, reason="views and epochs as configured")
     candidates = [fixed_views] if fixed_views else list(range(MAX_VIEWS, 0, -1))
     want_epochs = finetune_epochs if finetune_epochs is not None else TARGET_FINETUNE_EPOCHS
+    least_epochs = want_epochs if finetune_epochs is not None else MIN_FINETUNE_EPOCHS
+    # Views first (each is one more augmented copy of every photo for the head and the fine-tune
+    # phase), as many as fit with the fewest epochs; then the epochs that the rest allows.
     for v in candidates:
-        est = _cached_estimates(v, want_epochs, **sizes)
-        if sum(est.values()) <= budget_s:
+        if sum(_cached_estimates(v, least_epochs, **sizes).values()) <= budget_s:
             e = want_epochs
+            if finetune_epochs is None:
+                per_epoch = _cached_estimates(v, 1, **sizes)["finetune"]
+                room = budget_s - sum(_cached_estimates(v, 0, **sizes).values())
+                e = int(max(least_epochs, min(want_epochs, room // per_epoch if per_epoch > 0 else want_epochs)))
             return Plan("cached", v, e, unfreeze_blocks, budget_s, _cached_estimates(v, e, **sizes),
                         reason=f"{v} view(s) and {e} fine-tune epoch(s) fit the budget")
     # The most views do not fit with the target epochs: one view, as many epochs as fit (>= 1).
