@@ -65,16 +65,32 @@ def test_it_puts_transparent_pixels_on_white():
 def test_a_large_jpeg_is_decoded_at_a_reduced_scale_keeping_enough_pixels_and_its_orientation():
     img = gradient(2400, 1600)
     decoded = open_upload(upload(rotated_jpeg(img)))
-    # 1/2 scale (800 px) is the smallest that keeps the shorter side at least DECODE_MIN_SIDE (1/4: 400).
-    assert decoded.image.size == (800, 1200)
+    # 1/4 scale (400 px) is the smallest that keeps the shorter side at least DECODE_MIN_SIDE (1/8: 200).
+    assert decoded.image.size == (400, 600)
     assert imaging.DECODE_MIN_SIDE <= min(decoded.image.size) < 2 * imaging.DECODE_MIN_SIDE
-    by_hand = img.transpose(Image.Transpose.ROTATE_270).resize((800, 1200), Image.Resampling.BOX)
+    by_hand = img.transpose(Image.Transpose.ROTATE_270).resize((400, 600), Image.Resampling.BOX)
     assert np.abs(np.asarray(decoded.image, dtype=int) - np.asarray(by_hand, dtype=int)).mean() < 4
 
 
-def test_a_large_png_is_decoded_at_full_size():
-    decoded = open_upload(upload(encode(gradient(1200, 1100), "PNG"), "big.png"))
-    assert decoded.image.size == (1200, 1100)
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "I;16", "F", "LA"])
+def test_a_large_image_of_any_mode_is_reduced_before_conversion_keeping_its_content(mode):
+    img = gradient(1300, 1000)
+    if mode == "I;16":
+        src = Image.fromarray((np.asarray(img.convert("L"), dtype=np.uint16) * 257))
+    elif mode == "F":
+        src = Image.fromarray(np.asarray(img.convert("L"), dtype=np.float32))
+    elif mode == "P":
+        src = img.quantize(64)
+    else:
+        src = img.convert(mode)
+    fmt = "TIFF" if mode == "F" else "PNG"
+    decoded = open_upload(upload(encode(src, fmt), f"big.{fmt.lower()}"))
+    # factor 1000 // DECODE_MIN_SIDE = 3: 1300x1000 -> 434x334, RGB
+    assert decoded.image.mode == "RGB" and decoded.image.size == (434, 334)
+    expected = np.asarray((src.convert("RGB") if mode not in ("I;16", "F") else img.convert("L").convert("RGB")).resize((434, 334), Image.Resampling.BOX), dtype=float)
+    if mode in ("I;16", "F"):  # deep data is stretched over 0..255
+        expected = (expected - expected.min()) * (255 / (expected.max() - expected.min()))
+    assert np.abs(np.asarray(decoded.image, dtype=float) - expected).mean() < 6
 
 
 def test_it_spreads_16_bit_greyscale_over_the_8_bit_range():
