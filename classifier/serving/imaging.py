@@ -14,8 +14,10 @@
 6. The EXIF orientation is applied (to the reduced image), every mode becomes RGB
    (transparency over white, 16-bit/float greyscale rescaled in float32), animations give
    their first frame. training.imaging holds these steps; training's decoding uses them too.
-7. What is stored is a JPEG re-encoded from those pixels, under a generated name in
-   ``MEDIA_ROOT/predictions/``: no metadata, no polyglot bytes, never the uploaded file itself.
+7. What is stored lives under a generated name in ``MEDIA_ROOT/predictions/``, without
+   metadata: the uploaded bytes themselves when they are a *plain* JPEG (``plain_jpeg``: only
+   image segments, no EXIF/XMP/ICC/comment/APPn other than JFIF, nothing after the end marker,
+   decoded at full size, at most ``STORED_MAX_SIDE``), else a JPEG re-encoded from the pixels.
 
 Imports training.imaging (besides Django and libraries); nothing of classifier/.
 """
@@ -70,6 +72,7 @@ class DecodedImage:
     sha256: str  # of the uploaded bytes
     original_name: str
     size_bytes: int
+    plain_jpeg: bytes | None = None  # the upload itself when it may be stored as is (see plain_jpeg)
 
     @property
     def width(self) -> int:
@@ -160,6 +163,7 @@ def decode_bytes(data: bytes, *, name: str = "", max_pixels: int | None = None) 
         rgb = fast.reduce_for(img, DECODE_MIN_SIDE)  # reduced, then RGB, then oriented
         if rgb is img:  # already small, RGB and upright: ``img`` is closed below, keep its pixels
             rgb = img.copy()
+        rgb.info = {}  # no comment, EXIF, ICC or XMP travels on (Pillow would write a comment back)
         if rgb.width * rgb.height > limit:  # defensive: orientation never adds pixels
             raise ImageRejected(_("%(name)s has too many pixels.") % {"name": label})
         return rgb, (img.format or fmt)
@@ -181,9 +185,63 @@ def open_upload(upload: UploadedFile) -> DecodedImage:
     name = clean_filename(upload.name)
     data = read_upload(upload)
     image, fmt = decode_bytes(data, name=name)
+    keep = data if fmt == "JPEG" and max(image.size) <= STORED_MAX_SIDE and plain_jpeg(data, image.size) else None
     return DecodedImage(
-        image=image, format=fmt, sha256=hashlib.sha256(data).hexdigest(), original_name=name, size_bytes=len(data)
+        image=image, format=fmt, sha256=hashlib.sha256(data).hexdigest(), original_name=name, size_bytes=len(data),
+        plain_jpeg=keep,
     )
+
+
+# Markers a plain baseline/progressive JPEG needs: SOF0-2, DHT, DQT, DRI, SOS, APP0 (JFIF).
+_PLAIN_SEGMENTS = {0xC0, 0xC1, 0xC2, 0xC4, 0xDB, 0xDD, 0xE0}
+
+
+def plain_jpeg(data: bytes, size: tuple[int, int]) -> bool:
+    """Whether ``data`` is a JPEG made of image segments only, ``size`` pixels as decoded.
+
+    Walks the segment headers up to the first scan (a few dozen bytes, not the pixels): any
+    EXIF (APP1, so no orientation either), ICC, XMP, comment or other segment, a size that differs
+    from the decoded image (a reduced decode), or anything after the end-of-image marker means
+    the photo is re-encoded instead."""
+    if len(data) < 4 or data[:2] != b"\xff\xd8" or data[-2:] != b"\xff\xd9":
+        return False
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return False
+        marker = data[i + 1]
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker == 0xDA:  # start of scan: from here on, entropy-coded image data
+            return _ends_after_scans(data, i)
+        if marker not in _PLAIN_SEGMENTS or length < 2:
+            return False
+        if marker == 0xE0 and data[i + 4 : i + 9] != b"JFIF\x00":
+            return False
+        if marker in (0xC0, 0xC1, 0xC2):
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            if (width, height) != tuple(size):
+                return False
+        i += 2 + length
+    return False
+
+
+def _ends_after_scans(data: bytes, start: int) -> bool:
+    """A progressive JPEG has several scans (and DHT tables between them): only image markers,
+    RSTn and stuffed bytes may follow the first scan, and the file ends at the first EOI."""
+    n = len(data)
+    i = data.find(b"\xff", start + 2)
+    while 0 <= i < n - 1:
+        marker = data[i + 1]
+        if marker == 0xD9:
+            return i == n - 2
+        if marker in (0x00, 0xFF) or 0xD0 <= marker <= 0xD7:
+            i = data.find(b"\xff", i + 2 if marker != 0xFF else i + 1)
+            continue
+        if marker not in (0xC4, 0xDA, 0xDB, 0xDD):
+            return False
+        i = data.find(b"\xff", i + 2 + int.from_bytes(data[i + 2 : i + 4], "big"))
+    return False
 
 
 def encode_for_storage(image: Image.Image) -> bytes:
@@ -196,6 +254,8 @@ def encode_for_storage(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def stored_file(image: Image.Image) -> ContentFile:
-    """A ContentFile with a generated name, to assign to ``Prediction.image`` (upload_to adds predictions/Y/m/)."""
-    return ContentFile(encode_for_storage(image), name=f"{uuid.uuid4().hex}.jpg")
+def stored_file(image: Image.Image, plain: bytes | None = None) -> ContentFile:
+    """A ContentFile with a generated name, to assign to ``Prediction.image`` (upload_to adds predictions/Y/m/).
+
+    ``plain``: the upload's own bytes when ``plain_jpeg`` passed them (stored without re-encoding)."""
+    return ContentFile(plain if plain is not None else encode_for_storage(image), name=f"{uuid.uuid4().hex}.jpg")

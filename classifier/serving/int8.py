@@ -140,8 +140,17 @@ def quantize(
     del images
 
     class Reader(CalibrationDataReader):
+        """Hands out one batch per ``set_range`` window: ORT's histogram calibrators keep every
+        intermediate tensor of what one ``collect_data`` call reads, so a batch at a time bounds memory."""
+
         def __init__(self) -> None:
-            self.it = iter(batches)
+            self.it = iter(())
+
+        def __len__(self) -> int:
+            return len(batches)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.it = iter(batches[start_index:end_index])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             x = next(self.it, None)
@@ -158,7 +167,7 @@ def quantize(
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.Percentile,
                 nodes_to_exclude=_float_nodes(pre),
-                extra_options={"CalibPercentile": PERCENTILE, "CalibMaxIntermediateOutputs": 4},
+                extra_options={"CalibPercentile": PERCENTILE, "CalibStridedMinMax": 1},
             )
     finally:
         pre.unlink(missing_ok=True)

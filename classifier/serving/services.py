@@ -206,7 +206,7 @@ def _store(answers: list[Answer], decoded: list[DecodedImage], *, user, source: 
                 p = answer.prediction
                 p.user = user if getattr(user, "is_authenticated", False) else None
                 p.source = source
-                photo = imaging.stored_file(item.image)
+                photo = imaging.stored_file(item.image, item.plain_jpeg)
                 p.image.save(photo.name, photo, save=False)
                 saved.append(p.image.name)
                 p.save()

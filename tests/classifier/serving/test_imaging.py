@@ -229,3 +229,36 @@ def test_fuzz_mutated_images_only_raise_image_rejected(seed, edits, cut):
     if cut is not None:
         data = data[: cut % len(data) + 1]
     _check(bytes(data))
+
+
+def test_a_plain_jpeg_is_stored_as_uploaded_without_re_encoding():
+    data = encode(gradient(300, 200), "JPEG", quality=85)
+    decoded = open_upload(upload(data))
+    assert decoded.plain_jpeg == data
+    assert imaging.stored_file(decoded.image, decoded.plain_jpeg).read() == data
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["exif", "comment", "trailing", "icc", "reduced"],
+)
+def test_a_jpeg_with_metadata_extra_bytes_or_a_reduced_decode_is_re_encoded(variant):
+    img = gradient(300, 200)
+    if variant == "exif":
+        exif = Image.Exif()
+        exif[0x8825] = {2: (55.0, 45.0, 0.0)}  # GPS
+        data = encode(img, "JPEG", exif=exif.tobytes())
+    elif variant == "comment":
+        data = encode(img, "JPEG", comment=b"secret")
+    elif variant == "trailing":
+        data = encode(img, "JPEG") + b"<script>alert(1)</script>"
+    elif variant == "icc":
+        data = encode(img, "JPEG", icc_profile=b"\x00" * 128)
+    else:
+        data = encode(gradient(1400, 1000), "JPEG")
+    decoded = open_upload(upload(data))
+    assert decoded.plain_jpeg is None
+    stored = imaging.stored_file(decoded.image, decoded.plain_jpeg).read()
+    assert stored != data
+    with Image.open(io.BytesIO(stored)) as again:
+        assert not again.getexif() and "comment" not in again.info and "icc_profile" not in again.info
