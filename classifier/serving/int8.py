@@ -1,9 +1,12 @@
 """An int8 serving graph per model version, accepted only when it answers like the fp32 one.
 
 1. The exported fp32 graph is statically quantised by ONNX Runtime (QDQ, int8 per-channel
-   weights, uint8 activations), calibrated with ``CALIBRATION`` (percentile) on up to
-   ``CALIBRATION_PHOTOS`` of the run's own training photos (never its held-out ones). The
-   first convolution and the heads (Gemm/MatMul, softmax) stay in float.
+   weights, uint8 activations), calibrated with ``CALIBRATION`` on up to ``CALIBRATION_PHOTOS``
+   of the run's own training photos (never its held-out ones), one batch per collection so
+   memory stays bounded. The first convolution and the heads (Gemm/MatMul, softmax) stay in
+   float. Min-max calibration: on the 20-breed model it agreed with fp32 on 98.1% of the 160
+   validation photos, percentile (99.999) on 96.9%; keeping the depthwise or the last ten
+   convolutions in float changed nothing (bench/RESULTS-serving.md).
 2. The int8 graph is compared with the fp32 graph on the run's held-out photos (the "test"
    part of validation.json when the run has one, else its validation photos): it is accepted
    only when its top-1 agrees on at least ``MIN_AGREEMENT`` of them and its accuracy is at
@@ -35,9 +38,8 @@ from training.files import atomic_path
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the recipe changes: cached decisions of older recipes are redone
-CALIBRATION = "percentile"
-PERCENTILE = 99.999
+FORMAT = 2  # bump when the recipe changes: cached decisions of older recipes are redone
+CALIBRATION = "minmax"
 CALIBRATION_PHOTOS = 256
 CALIBRATION_BATCH = 8
 MIN_AGREEMENT = 0.995
@@ -140,8 +142,8 @@ def quantize(
     del images
 
     class Reader(CalibrationDataReader):
-        """Hands out one batch per ``set_range`` window: ORT's histogram calibrators keep every
-        intermediate tensor of what one ``collect_data`` call reads, so a batch at a time bounds memory."""
+        """Hands out one batch per ``set_range`` window: ORT's calibrators keep every intermediate
+        tensor of what one ``collect_data`` call reads, so a batch at a time bounds memory."""
 
         def __init__(self) -> None:
             self.it = iter(())
@@ -165,9 +167,9 @@ def quantize(
                 str(pre), str(tmp), Reader(),
                 quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.Percentile,
+                calibrate_method=CalibrationMethod.MinMax,
                 nodes_to_exclude=_float_nodes(pre),
-                extra_options={"CalibPercentile": PERCENTILE, "CalibStridedMinMax": 1},
+                extra_options={"CalibStridedMinMax": 1},
             )
     finally:
         pre.unlink(missing_ok=True)
@@ -203,8 +205,7 @@ def ensure_int8(
         except Exception as exc:  # noqa: BLE001 - quantisation is an optimisation: fp32 serves regardless
             log.warning("int8 graph for %s not built: %s: %s", run_dir, type(exc).__name__, exc)
             decision = {"accepted": False, "reason": f"int8 quantisation failed: {type(exc).__name__}: {exc}"}
-        decision.update({"format": FORMAT, "seconds": round(time.perf_counter() - started, 1),
-                         "calibration": CALIBRATION, "percentile": PERCENTILE})
+        decision.update({"format": FORMAT, "seconds": round(time.perf_counter() - started, 1), "calibration": CALIBRATION})
         path = decision_path(onnx_path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -215,3 +215,19 @@ def test_the_admin_links_to_the_new_run_form(staff_client, make_dataset):
 def test_the_navigation_offers_a_new_run_to_staff_only(staff_client):
     assert 'href="/runs/new/"' in staff_client.get("/runs/").content.decode()
     assert 'href="/runs/new/"' not in Client().get("/runs/").content.decode()
+
+
+def test_the_run_page_says_which_precision_serves_and_why(client, finished_run):
+    numbers = {"held_out_photos": 160, "top1_agreement": 0.99375, "accuracy_fp32": 0.975, "accuracy_int8": 0.96875}
+    finished_run.result = {"calibration": {"int8": {"accepted": True, **numbers, "top1_agreement": 1.0, "accuracy_int8": 0.975}}}
+    finished_run.save()
+    html = client.get(finished_run.get_absolute_url()).content.decode()
+    assert "int8: its top-1 agrees with fp32 on 100.0% of 160 held-out photos; accuracy 97.5% (fp32) → 97.5% (int8)" in html
+    finished_run.result = {"calibration": {"int8": {"accepted": False, **numbers}}}
+    finished_run.save()
+    html = client.get(finished_run.get_absolute_url()).content.decode()
+    assert "fp32: the int8 graph’s top-1 agrees with fp32 on 99.4% of 160 held-out photos, accuracy 97.5% → 96.9%" in html
+    finished_run.result = {"calibration": {"int8": {"accepted": False, "reason": "only 16 held-out photos can be read"}}}
+    finished_run.save()
+    html = client.get(finished_run.get_absolute_url()).content.decode()
+    assert "fp32 (no int8 graph: only 16 held-out photos can be read)" in html

@@ -76,7 +76,7 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale_keeping_enough_pixels_and_it
 def test_a_large_image_of_any_mode_is_reduced_before_conversion_keeping_its_content(mode):
     img = gradient(1300, 1000)
     if mode == "I;16":
-        src = Image.fromarray((np.asarray(img.convert("L"), dtype=np.uint16) * 257))
+        src = Image.fromarray(np.asarray(img.convert("L"), dtype=np.uint16) * 257)
     elif mode == "F":
         src = Image.fromarray(np.asarray(img.convert("L"), dtype=np.float32))
     elif mode == "P":
