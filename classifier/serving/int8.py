@@ -7,8 +7,8 @@
    float. Min-max calibration: on the 20-breed model it agreed with fp32 on 98.1% of the 160
    validation photos, percentile (99.999) on 96.9%; keeping the depthwise or the last ten
    convolutions in float changed nothing (bench/RESULTS-serving.md).
-2. The int8 graph is compared with the fp32 graph on the run's held-out photos (the "test"
-   part of validation.json when the run has one, else its validation photos): it is accepted
+2. The int8 graph is compared with the fp32 graph on the run's held-out photos (its test split,
+   test.json, when the run has one, else its validation photos): it is accepted
    only when its top-1 agrees on at least ``MIN_AGREEMENT`` of them and its accuracy is at
    most ``MAX_ACCURACY_DROP`` below fp32's.
 3. The decision (with its numbers, or why it was refused) is written beside the exported
@@ -68,16 +68,27 @@ def read_decision(onnx_path: Path) -> dict[str, Any] | None:
 
 
 def held_out_and_training(run_dir: Path, class_names: list[str]) -> tuple[list[tuple[Path, int]], list[Path], str]:
-    """The run's held-out photos ``(path, class index)``, training photos, and which part was held out."""
+    """The run's held-out photos ``(path, class index)``, training photos, and which part was held out.
+
+    The test split (``test.json``, or a "test" part of validation.json) when the run has one,
+    else the validation photos; training photos are the class folders' photos in neither."""
     validation = json.loads((run_dir / "validation.json").read_text())
     meta = json.loads((run_dir / "meta.json").read_text())
     config = meta.get("config", {})
     root = Path(validation.get("root") or config.get("val_dir") or config.get("data_dir") or "")
     index = {name: i for i, name in enumerate(class_names)}
-    part = "test" if isinstance(validation.get("test"), list) and validation["test"] else "validation"
-    rows = validation["test"] if part == "test" else validation.get("predictions", [])
-    held = [(root / r["path"], index[r["true"]]) for r in rows if r.get("true") in index]
-    held_paths = {str(p.resolve()) for p, _ in held}
+    parts: dict[str, tuple[Path, list]] = {"validation": (root, validation.get("predictions", []))}
+    test_file = run_dir / "test.json"
+    if test_file.is_file():
+        test = json.loads(test_file.read_text())
+        if test.get("predictions"):
+            parts["test"] = (Path(test.get("root") or root), test["predictions"])
+    elif isinstance(validation.get("test"), list) and validation["test"]:
+        parts["test"] = (root, validation["test"])
+    part = "test" if "test" in parts else "validation"
+    rows = {name: [(base / r["path"], index[r["true"]]) for r in items if r.get("true") in index] for name, (base, items) in parts.items()}
+    held = rows[part]
+    not_training = {str(p.resolve()) for items in rows.values() for p, _ in items}
     data_dir = Path(config.get("data_dir") or root)
     training: list[Path] = []
     for name in class_names:
@@ -85,7 +96,7 @@ def held_out_and_training(run_dir: Path, class_names: list[str]) -> tuple[list[t
         if folder.is_dir():
             training += [
                 p for p in sorted(folder.iterdir())
-                if p.suffix.lower() in IMAGE_SUFFIXES and str(p.resolve()) not in held_paths
+                if p.suffix.lower() in IMAGE_SUFFIXES and str(p.resolve()) not in not_training
             ]
     return held, training, part
 
