@@ -74,11 +74,14 @@ def draft_jpeg(img: Image.Image, min_side: int) -> None:
     img.draft("RGB", (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
 
 
-def shrink(img: Image.Image, min_side: int) -> Image.Image:
-    """Reduce by the largest integer factor that keeps the shorter side >= ``min_side``, in the
+def shrink(img: Image.Image, min_side: int, max_side: int | None = None) -> Image.Image:
+    """Reduce by the largest integer factor that keeps the shorter side >= ``min_side`` (or, for
+    a very elongated image, by enough to bring the longer side to at most ``max_side``), in the
     image's own mode (box filter; no mode conversion, no float copy). Returns ``img`` when the
     factor is 1."""
     factor = min(img.size) // max(1, min_side)
+    if max_side:
+        factor = max(factor, math.ceil(max(img.size) / max_side))
     if factor < 2:
         return img
     if img.mode in _REDUCIBLE:
@@ -121,11 +124,12 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def reduce_for(img: Image.Image, min_side: int) -> Image.Image:
-    """A loaded image -> RGB, EXIF-oriented, shorter side >= ``min_side`` (when it was larger),
-    shrunk before its mode is converted. The caller drops ``img`` afterwards."""
+def reduce_for(img: Image.Image, min_side: int, max_side: int | None = None) -> Image.Image:
+    """A loaded image -> RGB, EXIF-oriented, shorter side >= ``min_side`` (when it was larger;
+    longer side <= ``max_side`` when given), shrunk before its mode is converted. The caller
+    drops ``img`` afterwards."""
     value = orientation(img)
-    small = to_rgb(shrink(img, min_side))
+    small = to_rgb(shrink(img, min_side, max_side))
     return orient(small, value)
 
 

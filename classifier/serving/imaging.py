@@ -48,6 +48,7 @@ ACCEPTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "GIF": "GIF", "
 ACCEPTED_LABEL = "JPEG, PNG, GIF, WebP, BMP, TIFF"
 _DECODERS = ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"]  # MPO (multi-picture JPEG) comes from the JPEG decoder
 DECODE_MIN_SIDE = 320  # large images are decoded/reduced down to (at least) this shorter side
+DECODE_MAX_SIDE = 4096  # ... and a very elongated one until its longer side is at most this
 STORED_MAX_SIDE = 2048  # stored copies are at most this many pixels on their longer side
 STORED_JPEG_QUALITY = 90
 
@@ -160,7 +161,7 @@ def decode_bytes(data: bytes, *, name: str = "", max_pixels: int | None = None) 
             if "truncated" in str(exc).lower():
                 raise ImageRejected(_("%(name)s is truncated: the file ends before the image does.") % {"name": label}) from None
             raise ImageRejected(_("%(name)s is corrupt: %(why)s.") % {"name": label, "why": _short(exc)}) from None
-        rgb = fast.reduce_for(img, DECODE_MIN_SIDE)  # reduced, then RGB, then oriented
+        rgb = fast.reduce_for(img, DECODE_MIN_SIDE, DECODE_MAX_SIDE)  # reduced, then RGB, then oriented
         if rgb is img:  # already small, RGB and upright: ``img`` is closed below, keep its pixels
             rgb = img.copy()
         rgb.info = {}  # no comment, EXIF, ICC or XMP travels on (Pillow would write a comment back)

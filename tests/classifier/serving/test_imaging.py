@@ -93,6 +93,12 @@ def test_a_large_image_of_any_mode_is_reduced_before_conversion_keeping_its_cont
     assert np.abs(np.asarray(decoded.image, dtype=float) - expected).mean() < 6
 
 
+def test_a_very_elongated_image_is_reduced_by_its_longer_side():
+    decoded = open_upload(upload(encode(Image.new("RGBA", (600, 20000), (10, 200, 30, 255)), "PNG"), "strip.png"))
+    # 600 // 320 = 1, but 20000 / DECODE_MAX_SIDE needs a factor of 5: 120 x 4000.
+    assert decoded.image.size == (120, 4000) and decoded.image.getpixel((60, 2000)) == (10, 200, 30)
+
+
 def test_it_spreads_16_bit_greyscale_over_the_8_bit_range():
     arr = np.linspace(1000, 3000, 64 * 48).reshape(48, 64).astype(np.uint16)
     decoded = open_upload(upload(encode(Image.fromarray(arr), "PNG"), "deep.png"))
