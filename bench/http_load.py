@@ -74,7 +74,7 @@ def bare_throughput(run_dir: Path, photos: list[Path]) -> dict:
     from classifier.serving.imaging import decode_bytes
 
     threads = os.cpu_count() or 1
-    model = build_serving(run_dir, cache_dir=OUT / "serving-cache", threads=threads)
+    model = build_serving(run_dir, cache_dir=OUT / "serving-cache", threads=threads, int8=os.environ.get("BREEDLAB_INT8", "on") not in ("off", "0", "false", "no"))
     images = [decode_bytes(p.read_bytes())[0] for p in photos[:32]]
     x = model.preprocess(images)
     best, table = None, {}
@@ -96,6 +96,7 @@ def bare_throughput(run_dir: Path, photos: list[Path]) -> dict:
         n += 8
     return {"threads": threads, "photos_per_s_by_batch": table, "best_photos_per_s": round(best, 1),
             "decode_and_forward_batch8_photos_per_s": round(n / (time.perf_counter() - t0), 1), "engine": model.engine,
+            "precision": model.details.get("precision"),
             "torch_threads": torch.get_num_threads()}
 
 
@@ -158,6 +159,11 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "http_load.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+    if "http_vs_bare" in result:
+        met = "met" if result["http_vs_bare"] >= 0.8 else "NOT met"
+        print(f"\nHTTP photos/s with {args.clients} clients / bare forward's best batched photos/s = "
+              f"{result['http']['photos_per_s']} / {result['bare_model']['best_photos_per_s']} = {result['http_vs_bare']} "
+              f"(aim >= 0.8: {met}); decode+forward batch 8: {result['bare_model']['decode_and_forward_batch8_photos_per_s']} photos/s")
     return 0 if set(result["http"]["statuses"]) <= {200} else 1
 
 

@@ -1,20 +1,25 @@
 """One photo, end to end: where the time of a prediction goes, and how much the serving path saves.
 
     .venv/bin/python bench/serving_latency.py [--run-dir DIR] [--photo FILE] [--threads 1,2]
-                                              [--repeats 200] [--url http://127.0.0.1:8010] [--int8]
+                                              [--repeats 200] [--url http://127.0.0.1:8010] [--no-int8]
 
 Rows (p50 / p95 in ms, per thread count):
   eager torch forward      the fine-tuned TransferModel alone, eager PyTorch (channels_last, inference_mode)
   eager torch, both heads  what serving needs: fine-tuned + pretrained head, eager PyTorch
-  serving forward          classifier.serving.engine's graph (shared stages once, ONNX Runtime)
-  serving int8 (--int8)    the same graph statically quantised to int8 (QDQ, per channel)
+  serving forward, fp32    classifier.serving.engine's graph (shared stages once, ONNX Runtime)
+  serving forward          what serves: the version's int8 graph where accepted (classifier/serving/int8.py), else fp32
+  decode+preprocess        upload bytes -> classifier.serving.imaging -> training.imaging.prepare (and training's path)
   decode+forward           upload bytes -> classifier.serving.imaging -> preprocessing -> serving forward
   12 MP photo rows         the same photo upscaled to 4032x3024 (a phone photo): decode+forward as
                            served (libjpeg decodes at 1/4 scale) and with a full-size decode instead
   HTTP round trip (--url)  POST /api/predict with the photo, measured by a client on this machine
 
 Without --run-dir a 4-breed head-only model is fine-tuned once into bench/out/run-dogs4.
-Results are written to bench/out/serving_latency.json; numbers depend on the machine's load.
+It then prints the issue's targets (serving forward / eager, decode+preprocess ms, HTTP p50 /
+decode+forward, int8 agreement) and the preprocessing check: top-1 of the fast preprocessing vs
+training's decode_image + EvalTransform on shared photos, with the largest probability difference.
+Results are written to bench/out/serving_latency.json (keys rows, ratios, int8,
+preprocess_equality); numbers depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -72,36 +77,6 @@ def quick_model() -> Path:
     return out
 
 
-def int8_session(model, photos: list[Path], threads: int):
-    """Static int8 quantisation (QDQ, per-channel weights) calibrated on ``photos``."""
-    import numpy as np
-    import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-    from PIL import Image
-
-    batches = [model.preprocess([Image.open(p).convert("RGB")]).numpy() for p in photos]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(batches)
-
-        def get_next(self):
-            x = next(self.it, None)
-            return None if x is None else {"images": x}
-
-    src = Path(model.details["onnx"])
-    pre = OUT / "int8-pre.onnx"
-    dst = OUT / "int8.onnx"
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(dst), options, providers=["CPUExecutionProvider"]), np
-
-
 def phone_jpeg(data: bytes) -> bytes:
     """The photo upscaled to a phone camera's 4032x3024, as a quality-92 JPEG (about 1 MB)."""
     import io
@@ -130,6 +105,26 @@ def full_size_preprocess(model, data: bytes):
         return torch.stack([model._transform(decode_image(img.convert("RGB"), p.resize_size, p.interpolation))])
 
 
+def preprocess_equality(model, limit: int) -> dict:
+    """Top-1 of the served graph on the fast preprocessing vs training's own path, on shared photos."""
+    import numpy as np
+
+    from classifier.serving.imaging import decode_bytes
+
+    photos = sorted((SHARED / "datasets/stanford-dogs-120").glob("*/*.jpg"))
+    photos = photos[:: max(1, len(photos) // limit)][:limit]
+    same, worst, worst_input = 0, 0.0, 0.0
+    for path in photos:
+        image = decode_bytes(path.read_bytes(), name=path.name)[0]
+        fast, ref = model.preprocess([image]), model.reference_preprocess([image])
+        a, b = model.forward(fast).fine[0], model.forward(ref).fine[0]
+        same += int(a.argmax() == b.argmax())
+        worst = max(worst, float(np.abs(a - b).max()))
+        worst_input = max(worst_input, float((fast - ref).abs().max()))
+    return {"photos": len(photos), "top1_equal": same, "top1_equal_fraction": round(same / max(1, len(photos)), 5),
+            "max_probability_diff": worst, "max_input_diff": worst_input}
+
+
 def measure(threads: int, args, run_dir: Path, photo: Path, data: bytes) -> dict:
     import numpy as np
     import torch
@@ -138,57 +133,65 @@ def measure(threads: int, args, run_dir: Path, photo: Path, data: bytes) -> dict
     from classifier.serving.imaging import decode_bytes
 
     torch.set_num_threads(threads)
-    model = build_serving(run_dir, cache_dir=OUT / "serving-cache", threads=threads)
-    assert model.engine == "onnxruntime", model.details
+    cache = OUT / "serving-cache"
+    fp32 = build_serving(run_dir, cache_dir=cache, threads=threads)
+    assert fp32.engine == "onnxruntime", fp32.details
+    model = build_serving(run_dir, cache_dir=cache, threads=threads, int8=not args.no_int8)
     image, _ = decode_bytes(data, name=photo.name)
     x = model.preprocess([image])
-    fine = model.fine_model.to(memory_format=torch.channels_last)
+    fine = fp32.fine_model.to(memory_format=torch.channels_last)
     xc = x.contiguous(memory_format=torch.channels_last)
     rows = {}
     with torch.inference_mode():
         rows["eager torch forward"] = timed(lambda: fine(xc), args.repeats)
-        rows["eager torch, both heads"] = timed(lambda: model.net(xc), args.repeats)
+        rows["eager torch, both heads"] = timed(lambda: fp32.net(xc), args.repeats)
+    rows["serving forward, fp32"] = timed(lambda: fp32.forward(x), args.repeats)
     rows["serving forward"] = timed(lambda: model.forward(x), args.repeats)
+    rows["serving forward"]["precision"] = model.details.get("precision", "fp32")
+    rows["decode+preprocess, 224 px JPEG"] = timed(lambda: model.preprocess([decode_bytes(data)[0]]), args.repeats)
+    rows["decode+preprocess, 224 px JPEG, before (training's path)"] = timed(
+        lambda: model.reference_preprocess([decode_bytes(data)[0]]), args.repeats
+    )
     rows["decode+forward"] = timed(lambda: model.forward(model.preprocess([decode_bytes(data, name=photo.name)[0]])), args.repeats)
     big = phone_jpeg(data)
-    rows["decode+forward, 12 MP photo"] = timed(lambda: model.classify([decode_bytes(big)[0]]), max(10, args.repeats // 10), 3)
-    rows["decode+forward, 12 MP photo, full-size decode"] = timed(
-        lambda: model.forward(full_size_preprocess(model, big)), max(10, args.repeats // 10), 3
-    )
-    eager, fast = model.eager_forward(x), model.forward(x)
-    rows["serving forward"]["max_abs_diff_vs_eager"] = float(np.abs(eager.fine - fast.fine).max())
-    if args.int8:
-        calib = sorted((SHARED / "datasets/stanford-dogs-120/beagle").iterdir())[:16]
-        session, _ = int8_session(model, calib, threads)
-        rows["serving int8"] = timed(lambda: session.run(None, {"images": x.numpy()}), args.repeats)
-        agree, diffs = 0, []
-        probe = sorted(Path(SHARED / "datasets/stanford-dogs-120").glob("*/*.jpg"))[::97][:48]
-        for p in probe:
-            xi = model.preprocess([decode_bytes(p.read_bytes())[0]])
-            ref = model.forward(xi).fine[0]
-            q = session.run(None, {"images": xi.numpy()})[0][0]
-            agree += int(ref.argmax() == q.argmax())
-            diffs.append(float(np.abs(ref - q).max()))
-        rows["serving int8"].update({"top1_agreement": agree / len(probe), "max_abs_diff_vs_fp32": max(diffs)})
+    few = max(10, args.repeats // 10)
+    rows["decode+preprocess, 12 MP photo"] = timed(lambda: model.preprocess([decode_bytes(big)[0]]), few, 3)
+    rows["decode+forward, 12 MP photo"] = timed(lambda: model.classify([decode_bytes(big)[0]]), few, 3)
+    rows["decode+forward, 12 MP photo, full-size decode"] = timed(lambda: model.forward(full_size_preprocess(model, big)), few, 3)
+    eager, fast = fp32.eager_forward(x), fp32.forward(x)
+    rows["serving forward, fp32"]["max_abs_diff_vs_eager"] = float(np.abs(eager.fine - fast.fine).max())
+    int8 = model.details.get("int8")
     if args.url:
         from bench.http_load import PredictClient
 
         client = PredictClient(args.url)
 
-        def post() -> None:
-            status, body = client.predict(photo.name, data)
+        def post(name: str, body: bytes) -> None:
+            status, answer = client.predict(name, body)
             if status != 200:
-                raise RuntimeError(f"POST /api/predict answered {status}: {body[:200]!r}")
+                raise RuntimeError(f"POST /api/predict answered {status}: {answer[:200]!r}")
 
-        rows["HTTP round trip"] = timed(post, min(args.repeats, 100), warmup=5)
+        rows["HTTP round trip"] = timed(lambda: post(photo.name, data), min(args.repeats, 100), warmup=5)
+        rows["HTTP round trip, 12 MP photo"] = timed(lambda: post("phone.jpg", big), few, warmup=3)
+    return {"rows": rows, "int8": int8, "equality": preprocess_equality(model, args.equality_photos)}
 
-        def post_big() -> None:
-            status, body = client.predict("phone.jpg", big)
-            if status != 200:
-                raise RuntimeError(f"POST /api/predict answered {status}: {body[:200]!r}")
 
-        rows["HTTP round trip, 12 MP photo"] = timed(post_big, max(10, args.repeats // 10), warmup=3)
-    return rows
+def ratios(rows: dict, int8: dict | None) -> dict:
+    """The issue's targets, each with its measured value and whether it is met."""
+    eager = rows["eager torch forward"]["p50_ms"]
+    out = {
+        "serving forward / eager torch": (rows["serving forward"]["p50_ms"] / eager, "<=", 0.33),
+        "decode+preprocess 224 px JPEG, ms": (rows["decode+preprocess, 224 px JPEG"]["p50_ms"], "<=", 2.0),
+        "decode+preprocess 12 MP photo, ms": (rows["decode+preprocess, 12 MP photo"]["p50_ms"], "<=", 15.0),
+    }
+    if int8 and "top1_agreement" in int8:
+        out["int8 top-1 agreement with fp32"] = (int8["top1_agreement"], ">=", 0.995)
+    if "HTTP round trip" in rows:
+        out["HTTP p50 / decode+forward"] = (rows["HTTP round trip"]["p50_ms"] / rows["decode+forward"]["p50_ms"], "<=", 1.25)
+    return {
+        name: {"value": round(v, 3), "target": f"{op} {t}", "met": bool(v <= t if op == "<=" else v >= t)}
+        for name, (v, op, t) in out.items()
+    }
 
 
 def main() -> int:
@@ -198,7 +201,8 @@ def main() -> int:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--url", help="base URL of a running Breedlab to time POST /api/predict")
-    parser.add_argument("--int8", action="store_true", help="also measure a statically quantised int8 graph")
+    parser.add_argument("--no-int8", action="store_true", help="serve fp32 even where the int8 graph is accepted")
+    parser.add_argument("--equality-photos", type=int, default=600, help="shared photos for the preprocessing top-1 check")
     args = parser.parse_args()
 
     import django
@@ -217,7 +221,11 @@ def main() -> int:
         "load_average": os.getloadavg(), "torch": torch.__version__, "rows": {},
     }
     for threads in [int(t) for t in args.threads.split(",")]:
-        results["rows"][f"threads={threads}"] = measure(threads, args, run_dir, photo, data)
+        measured = measure(threads, args, run_dir, photo, data)
+        results["rows"][f"threads={threads}"] = measured["rows"]
+        results.setdefault("int8", measured["int8"])
+        results.setdefault("preprocess_equality", measured["equality"])
+        results.setdefault("ratios", {})[f"threads={threads}"] = ratios(measured["rows"], measured["int8"])
 
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "serving_latency.json").write_text(json.dumps(results, indent=2))
@@ -227,6 +235,13 @@ def main() -> int:
         print(f"\n{key}\n| path | p50 ms | p95 ms | vs eager p50 |\n|---|---|---|---|")
         for name, r in rows.items():
             print(f"| {name} | {r['p50_ms']} | {r['p95_ms']} | {base / r['p50_ms']:.2f}x |")
+        print("\n| target | measured | aim | met |\n|---|---|---|---|")
+        for name, r in results["ratios"][key].items():
+            print(f"| {name} | {r['value']} | {r['target']} | {'yes' if r['met'] else 'NO'} |")
+    print(f"\nint8: {json.dumps(results['int8'])}")
+    eq = results["preprocess_equality"]
+    print(f"preprocessing vs training's path: top-1 equal on {eq['top1_equal']}/{eq['photos']} shared photos, "
+          f"largest probability difference {eq['max_probability_diff']:.2e} (input {eq['max_input_diff']:.2e})")
     return 0
 
 

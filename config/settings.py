@@ -246,6 +246,8 @@ BREEDLAB_INFERENCE_THREADS = env_int("BREEDLAB_INFERENCE_THREADS", 1, minimum=1,
 BREEDLAB_INFERENCE_ENGINE = env_str("BREEDLAB_INFERENCE_ENGINE", "onnxruntime")
 if BREEDLAB_INFERENCE_ENGINE not in ("onnxruntime", "torch"):
     raise ImproperlyConfigured(f"BREEDLAB_INFERENCE_ENGINE={BREEDLAB_INFERENCE_ENGINE!r} must be onnxruntime or torch.")
+# Serve a model version's int8 graph when it agrees with fp32 (classifier/serving/int8.py); off: fp32 always.
+BREEDLAB_INT8 = env_bool("BREEDLAB_INT8", True)
 # Exported ONNX graphs and calibrations that cannot be written next to a model (RUNS_ROOT may be read-only).
 BREEDLAB_SERVING_CACHE_DIR = env_path("BREEDLAB_SERVING_CACHE_DIR", VAR_DIR / "cache" / "serving", base=BASE_DIR)
 # The pretrained network that answers "before" (and alone, while no fine-tuned model is active).

@@ -189,7 +189,11 @@ def main() -> int:
     port = int(port_text)
     if port_in_use(host if host not in ("0.0.0.0", "::") else "127.0.0.1", port):
         fail(f"port {port} on {host} is already in use: stop what runs there or set PORT")
-    web_workers = os.environ.get("WEB_CONCURRENCY", "2")
+    # One gunicorn process per core (each inference call uses one thread, BREEDLAB_INFERENCE_THREADS=1),
+    # a few threads each so a request's I/O overlaps another's decode and forward (PIL and ONNX
+    # Runtime release the GIL): bench/RESULTS-serving.md.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    web_workers = os.environ.get("WEB_CONCURRENCY", str(max(1, min(8, cores))))
 
     var = var_dir()
     ensure_secret_key(var)

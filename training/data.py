@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
@@ -120,12 +120,15 @@ def decode_image(
     image: Image.Image, resize_size: int, interpolation: str = "bicubic", *, orient: bool = True
 ) -> torch.Tensor:
     """PIL image -> uint8 CHW tensor, RGB, EXIF-rotated (unless ``orient`` is False: already done),
-    shorter side == ``resize_size``."""
-    if orient:
-        image = ImageOps.exif_transpose(image)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    image = TF.resize(image, resize_size, interpolation=_INTERPOLATIONS[interpolation], antialias=True)
+    shorter side == ``resize_size``.
+
+    training.imaging's path (shared with serving): a large image is first reduced by an integer
+    factor in its own mode, then converted to RGB, then resized once with antialiasing."""
+    from training import imaging
+
+    value = imaging.orientation(image) if orient else 1
+    image = imaging.to_rgb(imaging.shrink(image, 2 * resize_size))
+    image = imaging.resize_shorter(imaging.orient(image, value), resize_size, interpolation)
     return TF.pil_to_tensor(image)
 
 

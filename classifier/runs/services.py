@@ -311,6 +311,7 @@ def _calibrate(run_id: int, attempt: int, out_dir: Path, *, detail: dict[str, An
         "thresholds": report["thresholds"],
         "target_false_reject": report["target_false_reject"],
         "validation": {k: validation.get(k) for k in ("n", "not_dog_rate", "not_sure_rate", "top1_when_named")},
+        "int8": report.get("int8"),  # measured as the version is registered (classifier.serving.int8)
     }
 
 

@@ -133,6 +133,7 @@ def _load(key: VersionKey) -> Loaded:
             cache_dir=Path(settings.BREEDLAB_SERVING_CACHE_DIR),
             engine=settings.BREEDLAB_INFERENCE_ENGINE,
             threads=settings.BREEDLAB_INFERENCE_THREADS,
+            int8=settings.BREEDLAB_INT8,
         )
         _state.by_files[identity] = model
         while len(_state.by_files) > LRU_SIZE:
@@ -141,8 +142,8 @@ def _load(key: VersionKey) -> Loaded:
         _state.by_files.move_to_end(identity)
     thresholds, calibration = load_thresholds(folder, Path(settings.BREEDLAB_SERVING_CACHE_DIR), model_key(folder))
     log.info(
-        "serving model version %s (%s, %s, engine %s, thresholds from %s)",
-        version.pk, version.name, model.backbone, model.engine, thresholds.source,
+        "serving model version %s (%s, %s, engine %s %s, thresholds from %s)",
+        version.pk, version.name, model.backbone, model.engine, model.details.get("precision", ""), thresholds.source,
     )
     return Loaded(key, version.pk, version.name, model.backbone, model, thresholds, calibration)
 

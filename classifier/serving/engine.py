@@ -14,7 +14,8 @@ with ONNX Runtime; the export is checked against eager PyTorch on fixed inputs a
 
 No Django here: ``classifier.serving.cache`` owns the per-process cache and the settings.
 
-Imports training.backbones, training.data, training.files, training.predict (besides Django and
+Imports classifier.serving.int8, training.backbones, training.data, training.files, training.imaging,
+training.predict (besides Django and
 libraries); never another domain's views or api.
 """
 
@@ -38,6 +39,7 @@ from torch import nn
 from training.backbones import get_backbone, imagenet_dog_indices
 from training.data import EvalTransform, decode_image
 from training.files import atomic_path
+from training.imaging import prepare
 from training.predict import Predictor
 
 log = logging.getLogger(__name__)
@@ -139,7 +141,14 @@ class ServingModel:
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """The training pipeline's evaluation view: shorter side to resize_size, centre crop, normalise.
 
-        ``images`` come from ``classifier.serving.imaging``: RGB with the EXIF orientation already applied."""
+        ``images`` come from ``classifier.serving.imaging``: RGB with the EXIF orientation already
+        applied. One antialiased resample straight into the crop (uint8), then float32 once
+        (training.imaging.prepare); ``reference_preprocess`` is training's own path."""
+        p = self.preprocessing
+        return prepare(images, resize_size=p.resize_size, crop=p.image_size, mean=p.mean, std=p.std, interpolation=p.interpolation)
+
+    def reference_preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Training's evaluation path (decode_image + EvalTransform), the reference ``preprocess`` is checked against."""
         p = self.preprocessing
         return torch.stack([self._transform(decode_image(img, p.resize_size, p.interpolation, orient=False)) for img in images])
 
@@ -222,8 +231,13 @@ def build_serving(
     cache_dir: Path | None,
     engine: str = "onnxruntime",
     threads: int = 1,
+    int8: bool = False,
 ) -> ServingModel:
     """Load a run directory (or only the pretrained ``backbone`` when ``run_dir`` is None).
+
+    With ``int8`` (and ONNX Runtime) a fine-tuned model serves its int8 graph when
+    ``classifier.serving.int8`` accepted it for this version (measured once, then cached);
+    ``details["int8"]`` holds the decision and its numbers either way.
 
     Raises training's errors (TrainingError, WeightsUnavailable, ConfigError) when the fine-tuned
     model cannot be loaded. Missing pretrained weights only drop the "before" branch (logged).
@@ -278,6 +292,8 @@ def build_serving(
     if engine == "onnxruntime":
         try:
             _attach_onnx(model, cache_dir=cache_dir, threads=threads)
+            if int8 and run_dir is not None and model.session is not None:
+                _attach_int8(model, Path(run_dir), threads=threads)
         except Exception as exc:  # noqa: BLE001 - any export/runtime problem: eager PyTorch still answers
             log.warning("ONNX Runtime unavailable for %s, serving with eager PyTorch: %s", run_dir or name, exc)
             model.details["onnx_error"] = str(exc)
@@ -296,8 +312,6 @@ _export_lock = threading.Lock()
 
 
 def _attach_onnx(model: ServingModel, *, cache_dir: Path | None, threads: int) -> None:
-    import onnxruntime as ort
-
     p = model.preprocessing
     key = state_hash(model.net, EXPORT_FORMAT, p.image_size, torch.__version__)
     folder = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "breedlab-serving"
@@ -306,12 +320,7 @@ def _attach_onnx(model: ServingModel, *, cache_dir: Path | None, threads: int) -
         with _export_lock:
             if not path.is_file():
                 export_onnx(model.net, path, image_size=p.image_size)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(path, threads)
     x = _check_inputs(p)
     reference = model.eager_forward(x)
     got = session.run(None, {"images": x.numpy()})
@@ -321,7 +330,39 @@ def _attach_onnx(model: ServingModel, *, cache_dir: Path | None, threads: int) -
         raise ValueError(f"the exported graph differs from eager PyTorch by {diff:.2e} (> {TOLERANCE:.0e})")
     model.session = session
     model.engine = "onnxruntime"
-    model.details.update({"onnx": str(path), "onnx_max_diff": diff})
+    model.details.update({"onnx": str(path), "onnx_max_diff": diff, "precision": "fp32"})
+
+
+def onnx_session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _attach_int8(model: ServingModel, run_dir: Path, *, threads: int) -> None:
+    """Serve the version's int8 graph when it was accepted (classifier.serving.int8 measures once)."""
+    from classifier.serving import int8
+
+    path = Path(model.details["onnx"])
+    decision = int8.ensure_int8(
+        path, run_dir, list(model.class_names or []),
+        preprocess=lambda images: model.preprocess(images).numpy(),
+        make_session=lambda p: onnx_session(p, threads),
+        fp32_session=model.session,
+    )
+    model.details["int8"] = decision
+    if decision.get("accepted"):
+        try:
+            model.session = onnx_session(int8.graph_path(path), threads)
+            model.details["precision"] = "int8"
+        except Exception as exc:  # noqa: BLE001 - a damaged cached graph: fp32 keeps serving
+            log.warning("int8 graph %s cannot be loaded, serving fp32: %s", int8.graph_path(path), exc)
+            model.details["int8"] = {**decision, "accepted": False, "reason": f"fp32 serves: the int8 graph cannot be loaded ({exc})"}
 
 
 def export_onnx(net: nn.Module, path: Path, *, image_size: int) -> None:

@@ -5,15 +5,21 @@
 3. Pixels: the header's width x height above ``settings.BREEDLAB_MAX_IMAGE_PIXELS`` is refused
    before the pixels are decoded; Pillow's own decompression-bomb check is an error too.
 4. Decoding errors (corrupt, truncated) are refused with 400 and one clear sentence.
-5. The EXIF orientation is applied, every mode becomes RGB (transparency over white,
-   16-bit/float greyscale rescaled), animations give their first frame.
-6. Large JPEGs (phone photos) are decoded by libjpeg at 1/2, 1/4 or 1/8 scale, keeping the
-   shorter side at least ``DECODE_MIN_SIDE`` px: more than the model (at most 300 px), Grad-CAM
-   and the stored copy use, at a fraction of the time (a 12 MP photo: 64 ms -> 12 ms here).
-7. What is stored is a JPEG re-encoded from those pixels, under a generated name in
-   ``MEDIA_ROOT/predictions/``: no metadata, no polyglot bytes, never the uploaded file itself.
+5. Large JPEGs (phone photos) are decoded by libjpeg at 1/2, 1/4 or 1/8 scale, keeping the
+   shorter side at least ``DECODE_MIN_SIDE`` px: more than the model (at most 300 px) uses, at a
+   fraction of the time. Every other large image is reduced by an integer factor right after
+   decoding, *before* its mode is converted (training.imaging.shrink): 16-bit, float, RGBA and
+   palette images never get a full-size float or RGB copy, and the full-size image is closed
+   as soon as the reduced one exists.
+6. The EXIF orientation is applied (to the reduced image), every mode becomes RGB
+   (transparency over white, 16-bit/float greyscale rescaled in float32), animations give
+   their first frame. training.imaging holds these steps; training's decoding uses them too.
+7. What is stored lives under a generated name in ``MEDIA_ROOT/predictions/``, without
+   metadata: the uploaded bytes themselves when they are a *plain* JPEG (``plain_jpeg``: only
+   image segments, no EXIF/XMP/ICC/comment/APPn other than JFIF, nothing after the end marker,
+   decoded at full size, at most ``STORED_MAX_SIDE``), else a JPEG re-encoded from the pixels.
 
-Imports nothing of classifier/ or training/ (Django and libraries only).
+Imports training.imaging (besides Django and libraries); nothing of classifier/.
 """
 
 from __future__ import annotations
@@ -27,12 +33,13 @@ import uuid
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.utils.translation import gettext as _
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from training import imaging as fast
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +47,8 @@ log = logging.getLogger(__name__)
 ACCEPTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "GIF": "GIF", "WEBP": "WebP", "BMP": "BMP", "TIFF": "TIFF"}
 ACCEPTED_LABEL = "JPEG, PNG, GIF, WebP, BMP, TIFF"
 _DECODERS = ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"]  # MPO (multi-picture JPEG) comes from the JPEG decoder
-DECODE_MIN_SIDE = 512  # large JPEGs are decoded at a reduced scale down to this shorter side
+DECODE_MIN_SIDE = 320  # large images are decoded/reduced down to (at least) this shorter side
+DECODE_MAX_SIDE = 4096  # ... and a very elongated one until its longer side is at most this
 STORED_MAX_SIDE = 2048  # stored copies are at most this many pixels on their longer side
 STORED_JPEG_QUALITY = 90
 
@@ -65,6 +73,7 @@ class DecodedImage:
     sha256: str  # of the uploaded bytes
     original_name: str
     size_bytes: int
+    plain_jpeg: bytes | None = None  # the upload itself when it may be stored as is (see plain_jpeg)
 
     @property
     def width(self) -> int:
@@ -141,10 +150,8 @@ def decode_bytes(data: bytes, *, name: str = "", max_pixels: int | None = None) 
             raise ImageRejected(
                 _("%(name)s is not an image in a supported format (%(formats)s).") % {"name": label, "formats": ACCEPTED_LABEL}
             )
-        if fmt == "JPEG" and min(width, height) >= 2 * DECODE_MIN_SIDE:
-            scale = DECODE_MIN_SIDE / min(width, height)
-            # libjpeg picks the smallest 1/2^k scale that is at least this size (DCT-domain scaling).
-            img.draft("RGB", (max(1, int(width * scale + 0.999)), max(1, int(height * scale + 0.999))))
+        # libjpeg picks the smallest 1/2^k scale that is at least this size (DCT-domain scaling).
+        fast.draft_jpeg(img, DECODE_MIN_SIDE)
         try:
             img.seek(0)  # the first frame of an animation
             img.load()
@@ -154,7 +161,10 @@ def decode_bytes(data: bytes, *, name: str = "", max_pixels: int | None = None) 
             if "truncated" in str(exc).lower():
                 raise ImageRejected(_("%(name)s is truncated: the file ends before the image does.") % {"name": label}) from None
             raise ImageRejected(_("%(name)s is corrupt: %(why)s.") % {"name": label, "why": _short(exc)}) from None
-        rgb = to_rgb(_oriented(img))
+        rgb = fast.reduce_for(img, DECODE_MIN_SIDE, DECODE_MAX_SIDE)  # reduced, then RGB, then oriented
+        if rgb is img:  # already small, RGB and upright: ``img`` is closed below, keep its pixels
+            rgb = img.copy()
+        rgb.info = {}  # no comment, EXIF, ICC or XMP travels on (Pillow would write a comment back)
         if rgb.width * rgb.height > limit:  # defensive: orientation never adds pixels
             raise ImageRejected(_("%(name)s has too many pixels.") % {"name": label})
         return rgb, (img.format or fmt)
@@ -171,44 +181,68 @@ def _short(exc: BaseException) -> str:
     return text[:200]
 
 
-def _oriented(img: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; a broken EXIF block is ignored (the pixels are still good)."""
-    try:
-        return ImageOps.exif_transpose(img)
-    except Exception as exc:  # noqa: BLE001 - malformed EXIF is common in the wild
-        log.info("ignoring unreadable EXIF orientation: %s", exc)
-        return img
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode -> RGB. Transparent pixels become white; 16-bit and float data are rescaled."""
-    mode = img.mode
-    if mode == "RGB":
-        return img.copy() if img.readonly else img
-    if mode in ("I", "F") or mode.startswith("I;16"):
-        arr = np.asarray(img, dtype=np.float64)
-        finite = arr[np.isfinite(arr)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-        scaled = np.zeros_like(arr) if hi <= lo else (np.nan_to_num(arr, nan=lo) - lo) * (255.0 / (hi - lo))
-        return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8)).convert("RGB")
-    if mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
 def open_upload(upload: UploadedFile) -> DecodedImage:
     """Validate and decode one uploaded file (ImageRejected with the HTTP status on bad input)."""
     name = clean_filename(upload.name)
     data = read_upload(upload)
     image, fmt = decode_bytes(data, name=name)
+    keep = data if fmt == "JPEG" and max(image.size) <= STORED_MAX_SIDE and plain_jpeg(data, image.size) else None
     return DecodedImage(
-        image=image, format=fmt, sha256=hashlib.sha256(data).hexdigest(), original_name=name, size_bytes=len(data)
+        image=image, format=fmt, sha256=hashlib.sha256(data).hexdigest(), original_name=name, size_bytes=len(data),
+        plain_jpeg=keep,
     )
+
+
+# Markers a plain baseline/progressive JPEG needs: SOF0-2, DHT, DQT, DRI, SOS, APP0 (JFIF).
+_PLAIN_SEGMENTS = {0xC0, 0xC1, 0xC2, 0xC4, 0xDB, 0xDD, 0xE0}
+
+
+def plain_jpeg(data: bytes, size: tuple[int, int]) -> bool:
+    """Whether ``data`` is a JPEG made of image segments only, ``size`` pixels as decoded.
+
+    Walks the segment headers up to the first scan (a few dozen bytes, not the pixels): any
+    EXIF (APP1, so no orientation either), ICC, XMP, comment or other segment, a size that differs
+    from the decoded image (a reduced decode), or anything after the end-of-image marker means
+    the photo is re-encoded instead."""
+    if len(data) < 4 or data[:2] != b"\xff\xd8" or data[-2:] != b"\xff\xd9":
+        return False
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return False
+        marker = data[i + 1]
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker == 0xDA:  # start of scan: from here on, entropy-coded image data
+            return _ends_after_scans(data, i)
+        if marker not in _PLAIN_SEGMENTS or length < 2:
+            return False
+        if marker == 0xE0 and data[i + 4 : i + 9] != b"JFIF\x00":
+            return False
+        if marker in (0xC0, 0xC1, 0xC2):
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            if (width, height) != tuple(size):
+                return False
+        i += 2 + length
+    return False
+
+
+def _ends_after_scans(data: bytes, start: int) -> bool:
+    """A progressive JPEG has several scans (and DHT tables between them): only image markers,
+    RSTn and stuffed bytes may follow the first scan, and the file ends at the first EOI."""
+    n = len(data)
+    i = data.find(b"\xff", start + 2)
+    while 0 <= i < n - 1:
+        marker = data[i + 1]
+        if marker == 0xD9:
+            return i == n - 2
+        if marker in (0x00, 0xFF) or 0xD0 <= marker <= 0xD7:
+            i = data.find(b"\xff", i + 2 if marker != 0xFF else i + 1)
+            continue
+        if marker not in (0xC4, 0xDA, 0xDB, 0xDD):
+            return False
+        i = data.find(b"\xff", i + 2 + int.from_bytes(data[i + 2 : i + 4], "big"))
+    return False
 
 
 def encode_for_storage(image: Image.Image) -> bytes:
@@ -221,6 +255,8 @@ def encode_for_storage(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def stored_file(image: Image.Image) -> ContentFile:
-    """A ContentFile with a generated name, to assign to ``Prediction.image`` (upload_to adds predictions/Y/m/)."""
-    return ContentFile(encode_for_storage(image), name=f"{uuid.uuid4().hex}.jpg")
+def stored_file(image: Image.Image, plain: bytes | None = None) -> ContentFile:
+    """A ContentFile with a generated name, to assign to ``Prediction.image`` (upload_to adds predictions/Y/m/).
+
+    ``plain``: the upload's own bytes when ``plain_jpeg`` passed them (stored without re-encoding)."""
+    return ContentFile(plain if plain is not None else encode_for_storage(image), name=f"{uuid.uuid4().hex}.jpg")

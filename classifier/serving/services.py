@@ -206,7 +206,7 @@ def _store(answers: list[Answer], decoded: list[DecodedImage], *, user, source: 
                 p = answer.prediction
                 p.user = user if getattr(user, "is_authenticated", False) else None
                 p.source = source
-                photo = imaging.stored_file(item.image)
+                photo = imaging.stored_file(item.image, item.plain_jpeg)
                 p.image.save(photo.name, photo, save=False)
                 saved.append(p.image.name)
                 p.save()
@@ -279,6 +279,7 @@ def calibrate_run_dir(
         cache_dir=Path(settings.BREEDLAB_SERVING_CACHE_DIR),
         engine=settings.BREEDLAB_INFERENCE_ENGINE,
         threads=threads or settings.BREEDLAB_INFERENCE_THREADS,
+        int8=settings.BREEDLAB_INT8,  # measured here, as the version is registered, and cached
     )
     if model.base_class_names is None:
         raise CalibrationError("The pretrained weights of this backbone are not available: the dog-class mass cannot be computed.")
@@ -299,6 +300,8 @@ def calibrate_run_dir(
         "rule": RULE,
         "created_at": timezone.now().isoformat(),
         "engine": model.engine,
+        "precision": model.details.get("precision", "fp32"),
+        "int8": model.details.get("int8"),
         "dog_mass_calibration_photos": int(dog_photos["dog_mass"].size),
         "dog_mass_quantiles": {
             q: float(np.quantile(dog_photos["dog_mass"], float(q))) for q in ("0.01", "0.03", "0.05", "0.1", "0.5")

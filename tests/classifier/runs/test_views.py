@@ -242,3 +242,19 @@ def test_the_live_page_shows_the_plan_and_an_eta_for_the_whole_run(make_run, cli
                    progress_detail={"stage": "features", "stages": [], "plan": plan, "eta_total_seconds": 125.0})
     html = client.get(f"/runs/{run.pk}/live/").content.decode()
     assert "4 views" in html and "6 epochs" in html and "About 2 min 05 s left in all." in html
+
+
+def test_the_run_page_says_which_precision_serves_and_why(client, finished_run):
+    numbers = {"held_out_photos": 160, "top1_agreement": 0.99375, "accuracy_fp32": 0.975, "accuracy_int8": 0.96875}
+    finished_run.result = {"calibration": {"int8": {"accepted": True, **numbers, "top1_agreement": 1.0, "accuracy_int8": 0.975}}}
+    finished_run.save()
+    html = client.get(finished_run.get_absolute_url()).content.decode()
+    assert "int8: its top-1 agrees with fp32 on 100.0% of 160 held-out photos; accuracy 97.5% (fp32) → 97.5% (int8)" in html
+    finished_run.result = {"calibration": {"int8": {"accepted": False, **numbers}}}
+    finished_run.save()
+    html = client.get(finished_run.get_absolute_url()).content.decode()
+    assert "fp32: the int8 graph’s top-1 agrees with fp32 on 99.4% of 160 held-out photos, accuracy 97.5% → 96.9%" in html
+    finished_run.result = {"calibration": {"int8": {"accepted": False, "reason": "only 16 held-out photos can be read"}}}
+    finished_run.save()
+    html = client.get(finished_run.get_absolute_url()).content.decode()
+    assert "fp32 (no int8 graph: only 16 held-out photos can be read)" in html

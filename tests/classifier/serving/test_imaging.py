@@ -65,16 +65,38 @@ def test_it_puts_transparent_pixels_on_white():
 def test_a_large_jpeg_is_decoded_at_a_reduced_scale_keeping_enough_pixels_and_its_orientation():
     img = gradient(2400, 1600)
     decoded = open_upload(upload(rotated_jpeg(img)))
-    # 1/2 scale (800 px) is the smallest that keeps the shorter side at least DECODE_MIN_SIDE (1/4: 400).
-    assert decoded.image.size == (800, 1200)
+    # 1/4 scale (400 px) is the smallest that keeps the shorter side at least DECODE_MIN_SIDE (1/8: 200).
+    assert decoded.image.size == (400, 600)
     assert imaging.DECODE_MIN_SIDE <= min(decoded.image.size) < 2 * imaging.DECODE_MIN_SIDE
-    by_hand = img.transpose(Image.Transpose.ROTATE_270).resize((800, 1200), Image.Resampling.BOX)
+    by_hand = img.transpose(Image.Transpose.ROTATE_270).resize((400, 600), Image.Resampling.BOX)
     assert np.abs(np.asarray(decoded.image, dtype=int) - np.asarray(by_hand, dtype=int)).mean() < 4
 
 
-def test_a_large_png_is_decoded_at_full_size():
-    decoded = open_upload(upload(encode(gradient(1200, 1100), "PNG"), "big.png"))
-    assert decoded.image.size == (1200, 1100)
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "I;16", "F", "LA"])
+def test_a_large_image_of_any_mode_is_reduced_before_conversion_keeping_its_content(mode):
+    img = gradient(1300, 1000)
+    if mode == "I;16":
+        src = Image.fromarray(np.asarray(img.convert("L"), dtype=np.uint16) * 257)
+    elif mode == "F":
+        src = Image.fromarray(np.asarray(img.convert("L"), dtype=np.float32))
+    elif mode == "P":
+        src = img.quantize(64)
+    else:
+        src = img.convert(mode)
+    fmt = "TIFF" if mode == "F" else "PNG"
+    decoded = open_upload(upload(encode(src, fmt), f"big.{fmt.lower()}"))
+    # factor 1000 // DECODE_MIN_SIDE = 3: 1300x1000 -> 434x334, RGB
+    assert decoded.image.mode == "RGB" and decoded.image.size == (434, 334)
+    expected = np.asarray((src.convert("RGB") if mode not in ("I;16", "F") else img.convert("L").convert("RGB")).resize((434, 334), Image.Resampling.BOX), dtype=float)
+    if mode in ("I;16", "F"):  # deep data is stretched over 0..255
+        expected = (expected - expected.min()) * (255 / (expected.max() - expected.min()))
+    assert np.abs(np.asarray(decoded.image, dtype=float) - expected).mean() < 6
+
+
+def test_a_very_elongated_image_is_reduced_by_its_longer_side():
+    decoded = open_upload(upload(encode(Image.new("RGBA", (600, 20000), (10, 200, 30, 255)), "PNG"), "strip.png"))
+    # 600 // 320 = 1, but 20000 / DECODE_MAX_SIDE needs a factor of 5: 120 x 4000.
+    assert decoded.image.size == (120, 4000) and decoded.image.getpixel((60, 2000)) == (10, 200, 30)
 
 
 def test_it_spreads_16_bit_greyscale_over_the_8_bit_range():
@@ -213,3 +235,36 @@ def test_fuzz_mutated_images_only_raise_image_rejected(seed, edits, cut):
     if cut is not None:
         data = data[: cut % len(data) + 1]
     _check(bytes(data))
+
+
+def test_a_plain_jpeg_is_stored_as_uploaded_without_re_encoding():
+    data = encode(gradient(300, 200), "JPEG", quality=85)
+    decoded = open_upload(upload(data))
+    assert decoded.plain_jpeg == data
+    assert imaging.stored_file(decoded.image, decoded.plain_jpeg).read() == data
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["exif", "comment", "trailing", "icc", "reduced"],
+)
+def test_a_jpeg_with_metadata_extra_bytes_or_a_reduced_decode_is_re_encoded(variant):
+    img = gradient(300, 200)
+    if variant == "exif":
+        exif = Image.Exif()
+        exif[0x8825] = {2: (55.0, 45.0, 0.0)}  # GPS
+        data = encode(img, "JPEG", exif=exif.tobytes())
+    elif variant == "comment":
+        data = encode(img, "JPEG", comment=b"secret")
+    elif variant == "trailing":
+        data = encode(img, "JPEG") + b"<script>alert(1)</script>"
+    elif variant == "icc":
+        data = encode(img, "JPEG", icc_profile=b"\x00" * 128)
+    else:
+        data = encode(gradient(1400, 1000), "JPEG")
+    decoded = open_upload(upload(data))
+    assert decoded.plain_jpeg is None
+    stored = imaging.stored_file(decoded.image, decoded.plain_jpeg).read()
+    assert stored != data
+    with Image.open(io.BytesIO(stored)) as again:
+        assert not again.getexif() and "comment" not in again.info and "icc_profile" not in again.info

@@ -1,0 +1,269 @@
+"""An int8 serving graph per model version, accepted only when it answers like the fp32 one.
+
+1. The exported fp32 graph is statically quantised by ONNX Runtime (QDQ, int8 per-channel
+   weights, uint8 activations), calibrated with ``CALIBRATION`` on up to ``CALIBRATION_PHOTOS``
+   of the run's own training photos (never its held-out ones), one batch per collection so
+   memory stays bounded. The first convolution and the heads (Gemm/MatMul, softmax) stay in
+   float. Min-max calibration: on the 20-breed model it agreed with fp32 on 98.1% of the 160
+   validation photos, percentile (99.999) on 96.9%; keeping the depthwise or the last ten
+   convolutions in float changed nothing (bench/RESULTS-serving.md).
+2. The int8 graph is compared with the fp32 graph on the run's held-out photos (its test split,
+   test.json, when the run has one, else its validation photos): it is accepted
+   only when its top-1 agrees on at least ``MIN_AGREEMENT`` of them and its accuracy is at
+   most ``MAX_ACCURACY_DROP`` below fp32's.
+3. The decision (with its numbers, or why it was refused) is written beside the exported
+   graph as ``<graph>-int8.json`` and reused by every process; the version's page shows it.
+   A refused or failed int8 graph means the fp32 graph serves.
+
+No Django here: ``classifier.serving.engine`` calls ``ensure_int8`` when the setting allows.
+
+Imports training.files and training.imaging besides libraries; nothing of classifier/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from training.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+FORMAT = 2  # bump when the recipe changes: cached decisions of older recipes are redone
+CALIBRATION = "minmax"
+CALIBRATION_PHOTOS = 256
+CALIBRATION_BATCH = 8
+MIN_AGREEMENT = 0.995
+MAX_ACCURACY_DROP = 0.003  # accuracy points as a fraction (0.3 points)
+MIN_HELD_OUT = 20  # fewer held-out photos than this cannot show agreement: fp32 serves
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+
+_lock = threading.Lock()
+
+
+def decision_path(onnx_path: Path) -> Path:
+    return onnx_path.with_name(onnx_path.stem + "-int8.json")
+
+
+def graph_path(onnx_path: Path) -> Path:
+    return onnx_path.with_name(onnx_path.stem + "-int8.onnx")
+
+
+def read_decision(onnx_path: Path) -> dict[str, Any] | None:
+    path = decision_path(onnx_path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == FORMAT else None
+
+
+def held_out_and_training(run_dir: Path, class_names: list[str]) -> tuple[list[tuple[Path, int]], list[Path], str]:
+    """The run's held-out photos ``(path, class index)``, training photos, and which part was held out.
+
+    The test split (``test.json``, or a "test" part of validation.json) when the run has one,
+    else the validation photos; training photos are the class folders' photos in neither."""
+    validation = json.loads((run_dir / "validation.json").read_text())
+    meta = json.loads((run_dir / "meta.json").read_text())
+    config = meta.get("config", {})
+    root = Path(validation.get("root") or config.get("val_dir") or config.get("data_dir") or "")
+    index = {name: i for i, name in enumerate(class_names)}
+    parts: dict[str, tuple[Path, list]] = {"validation": (root, validation.get("predictions", []))}
+    test_file = run_dir / "test.json"
+    if test_file.is_file():
+        test = json.loads(test_file.read_text())
+        if test.get("predictions"):
+            parts["test"] = (Path(test.get("root") or root), test["predictions"])
+    elif isinstance(validation.get("test"), list) and validation["test"]:
+        parts["test"] = (root, validation["test"])
+    part = "test" if "test" in parts else "validation"
+    rows = {name: [(base / r["path"], index[r["true"]]) for r in items if r.get("true") in index] for name, (base, items) in parts.items()}
+    held = rows[part]
+    not_training = {str(p.resolve()) for items in rows.values() for p, _ in items}
+    data_dir = Path(config.get("data_dir") or root)
+    training: list[Path] = []
+    for name in class_names:
+        folder = data_dir / name
+        if folder.is_dir():
+            training += [
+                p for p in sorted(folder.iterdir())
+                if p.suffix.lower() in IMAGE_SUFFIXES and str(p.resolve()) not in not_training
+            ]
+    return held, training, part
+
+
+def _spread(items: list, limit: int) -> list:
+    if len(items) <= limit:
+        return items
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]
+
+
+def _load(path: Path) -> Image.Image | None:
+    from training import imaging
+
+    try:
+        with Image.open(path) as img:
+            imaging.draft_jpeg(img, 320)
+            img.load()
+            return imaging.reduce_for(img, 320)
+    except (OSError, ValueError, SyntaxError) as exc:
+        log.info("int8: skipping unreadable %s: %s", path, exc)
+        return None
+
+
+def _float_nodes(model_path: Path) -> list[str]:
+    """Names of the nodes kept in float: the first convolution and the heads."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    names = [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul", "Softmax")]
+    first = next((n for n in graph.node if n.op_type == "Conv"), None)
+    if first is not None:
+        names.append(first.name)
+    return names
+
+
+def quantize(
+    onnx_path: Path, photos: list[Path], preprocess: Callable[[list[Image.Image]], np.ndarray]
+) -> Path:
+    """Write the int8 graph of ``onnx_path`` calibrated on ``photos``; returns its path."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    images = [im for im in (_load(p) for p in photos) if im is not None]
+    if not images:
+        raise ValueError("none of the training photos could be read for calibration")
+    batches = [preprocess(images[i : i + CALIBRATION_BATCH]) for i in range(0, len(images), CALIBRATION_BATCH)]
+    del images
+
+    class Reader(CalibrationDataReader):
+        """Hands out one batch per ``set_range`` window: ORT's calibrators keep every intermediate
+        tensor of what one ``collect_data`` call reads, so a batch at a time bounds memory."""
+
+        def __init__(self) -> None:
+            self.it = iter(())
+
+        def __len__(self) -> int:
+            return len(batches)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.it = iter(batches[start_index:end_index])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.it, None)
+            return None if x is None else {"images": x}
+
+    target = graph_path(onnx_path)
+    pre = target.with_name(target.stem + "-pre.onnx")
+    try:
+        quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
+        with atomic_path(target) as tmp:
+            quantize_static(
+                str(pre), str(tmp), Reader(),
+                quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=_float_nodes(pre),
+                extra_options={"CalibStridedMinMax": 1},
+            )
+    finally:
+        pre.unlink(missing_ok=True)
+    return target
+
+
+def _probabilities(session: Any, batches: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([session.run(None, {"images": b})[0] for b in batches])
+
+
+def ensure_int8(
+    onnx_path: Path,
+    run_dir: Path,
+    class_names: list[str],
+    preprocess: Callable[[list[Image.Image]], np.ndarray],
+    make_session: Callable[[Path], Any],
+    fp32_session: Any,
+) -> dict[str, Any]:
+    """The cached decision for this graph, measuring it first when there is none.
+
+    Returns ``{"accepted": bool, "reason": str, ...numbers}``; never raises for a model that
+    cannot be quantised or measured (the decision says why and fp32 serves)."""
+    cached = read_decision(onnx_path)
+    if cached is not None and (not cached.get("accepted") or graph_path(onnx_path).is_file()):
+        return cached
+    with _lock:
+        cached = read_decision(onnx_path)
+        if cached is not None and (not cached.get("accepted") or graph_path(onnx_path).is_file()):
+            return cached
+        started = time.perf_counter()
+        try:
+            decision = _measure(onnx_path, run_dir, class_names, preprocess, make_session, fp32_session)
+        except Exception as exc:  # noqa: BLE001 - quantisation is an optimisation: fp32 serves regardless
+            log.warning("int8 graph for %s not built: %s: %s", run_dir, type(exc).__name__, exc)
+            decision = {"accepted": False, "reason": f"int8 quantisation failed: {type(exc).__name__}: {exc}"}
+        decision.update({"format": FORMAT, "seconds": round(time.perf_counter() - started, 1), "calibration": CALIBRATION})
+        path = decision_path(onnx_path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                Path(tmp).write_text(json.dumps(decision, indent=2))
+        except OSError as exc:
+            log.warning("cannot store the int8 decision %s: %s", path, exc)
+        log.info("int8 graph for %s: %s", run_dir, decision["reason"])
+        return decision
+
+
+def _measure(onnx_path, run_dir, class_names, preprocess, make_session, fp32_session) -> dict[str, Any]:
+    held, training, part = held_out_and_training(Path(run_dir), class_names)
+    held = [(p, y) for p, y in held if p.is_file()]
+    if len(held) < MIN_HELD_OUT:
+        return {"accepted": False, "reason": f"only {len(held)} held-out photos can be read (at least {MIN_HELD_OUT} are needed to measure agreement)"}
+    if not training:
+        return {"accepted": False, "reason": "the run's training photos cannot be read for calibration"}
+    calibration = _spread(training, CALIBRATION_PHOTOS)
+    path = quantize(onnx_path, calibration, preprocess)
+    int8 = make_session(path)
+    images, labels = [], []
+    for p, y in held:
+        im = _load(p)
+        if im is not None:
+            images.append(im)
+            labels.append(y)
+    batches = [preprocess(images[i : i + 16]) for i in range(0, len(images), 16)]
+    del images
+    ref = _probabilities(fp32_session, batches)
+    got = _probabilities(int8, batches)
+    y = np.asarray(labels)
+    agreement = float((ref.argmax(1) == got.argmax(1)).mean())
+    acc32, acc8 = float((ref.argmax(1) == y).mean()), float((got.argmax(1) == y).mean())
+    numbers = {
+        "held_out": part, "held_out_photos": int(y.size), "calibration_photos": len(calibration),
+        "top1_agreement": round(agreement, 5), "accuracy_fp32": round(acc32, 5), "accuracy_int8": round(acc8, 5),
+        "max_probability_diff": round(float(np.abs(ref - got).max()), 5),
+    }
+    if agreement < MIN_AGREEMENT:
+        why = f"top-1 agrees with fp32 on {agreement:.1%} of {y.size} {part} photos (at least {MIN_AGREEMENT:.1%} needed)"
+    elif acc32 - acc8 > MAX_ACCURACY_DROP + 1e-9:
+        why = f"accuracy drops {100 * (acc32 - acc8):.2f} points (at most {100 * MAX_ACCURACY_DROP:.1f} allowed)"
+    else:
+        return {"accepted": True, "reason": f"int8 accepted: top-1 agrees on {agreement:.1%} of {y.size} {part} photos, accuracy {acc32:.1%} -> {acc8:.1%}", **numbers}
+    try:
+        os.unlink(path)  # a refused graph is never served
+    except OSError:
+        pass
+    return {"accepted": False, "reason": f"fp32 serves: {why}", **numbers}
