@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,26 @@ log = logging.getLogger(__name__)
 
 MAX_TOP_K = 20
 API_VERDICTS = {DOG: "dog", NOT_SURE: "not_sure", NOT_DOG: "not_a_dog"}  # the page's three answers
+
+
+class ServerBusy(Exception):
+    """Every prediction slot of this process stayed taken for BREEDLAB_PREDICT_WAIT_SECONDS."""
+
+
+# At most BREEDLAB_MAX_CONCURRENT_PREDICTIONS predictions decode, classify and store at once in
+# one process: decoded photos are the process's largest allocations, so this bounds its memory.
+_slots: threading.BoundedSemaphore | None = None
+_slots_size = 0
+_slots_lock = threading.Lock()
+
+
+def prediction_slots() -> threading.BoundedSemaphore:
+    global _slots, _slots_size
+    size = settings.BREEDLAB_MAX_CONCURRENT_PREDICTIONS
+    with _slots_lock:
+        if _slots is None or _slots_size != size:
+            _slots, _slots_size = threading.BoundedSemaphore(size), size
+        return _slots
 
 
 class FeedbackError(Exception):
@@ -119,11 +140,22 @@ def prediction_create(
     """Classify the uploaded photos and store a Prediction per photo.
 
     Raises ImageRejected (400/413) when any photo is bad and ModelUnavailable when no fine-tuned
-    model can answer and ``allow_base_only`` is False; nothing is stored in either case.
+    model can answer and ``allow_base_only`` is False; nothing is stored in either case. Raises
+    ServerBusy when this process's prediction slots stay taken for BREEDLAB_PREDICT_WAIT_SECONDS.
     """
-    started = time.perf_counter()
     if not uploads:
         raise ImageRejected(_("Choose a photo to classify."))
+    slots = prediction_slots()
+    if not slots.acquire(timeout=settings.BREEDLAB_PREDICT_WAIT_SECONDS):
+        raise ServerBusy(_("The server is busy classifying other photos; try again in a minute."))
+    try:
+        return _predict(uploads, user=user, source=source, top_k=top_k, allow_base_only=allow_base_only)
+    finally:
+        slots.release()
+
+
+def _predict(uploads, *, user, source: str, top_k: int, allow_base_only: bool) -> list[Answer]:
+    started = time.perf_counter()
     top_k = max(1, min(int(top_k), MAX_TOP_K))
     decoded = decode_uploads(uploads)
     images = [d.image for d in decoded]
@@ -139,6 +171,7 @@ def prediction_create(
         model, thresholds = inference.get_base(), inference.base_thresholds()
     classify_started = time.perf_counter()  # a model loaded by this request is not the photo's time
     outputs = model.classify(images)
+    del images
     elapsed_ms = (decode_s + time.perf_counter() - classify_started) * 1000.0
 
     answers = []

@@ -31,7 +31,7 @@ from classifier.serving import ratelimit
 from classifier.serving.calibration import DOG, NOT_DOG
 from classifier.serving.forms import ClassifyForm, FeedbackForm, readable_label
 from classifier.serving.imaging import ImageRejected
-from classifier.serving.services import FeedbackError, feedback_create, prediction_create
+from classifier.serving.services import FeedbackError, ServerBusy, feedback_create, prediction_create
 from classifier.versions import selectors as versions_selectors
 
 log = logging.getLogger(__name__)
@@ -117,15 +117,25 @@ def home(request: HttpRequest) -> HttpResponse:
         response = _page(request, form=ClassifyForm(), status=429, error=message)
         response["Retry-After"] = str(limit.retry_after)
         return response
-    try:
-        (answer,) = prediction_create(
-            uploads=[form.cleaned_data["photo"]], user=request.user, source="web", allow_base_only=True
-        )
-    except ImageRejected as exc:
-        return _page(request, form=ClassifyForm(), status=exc.status, error=exc.message)
-    except inference.ModelUnavailable as exc:  # not even the pretrained model could be loaded
-        log.error("no model can answer: %s", exc)
-        return _page(request, form=ClassifyForm(), status=503, error=_("No model can answer right now; try again later."))
+    with ratelimit.InFlight(request, "predict") as slot:
+        if not slot.allowed:
+            message = _("Your earlier photos are still being classified; wait for them, then try again.")
+            response = _page(request, form=ClassifyForm(), status=429, error=message)
+            response["Retry-After"] = "1"
+            return response
+        try:
+            (answer,) = prediction_create(
+                uploads=[form.cleaned_data["photo"]], user=request.user, source="web", allow_base_only=True
+            )
+        except ImageRejected as exc:
+            return _page(request, form=ClassifyForm(), status=exc.status, error=exc.message)
+        except inference.ModelUnavailable as exc:  # not even the pretrained model could be loaded
+            log.error("no model can answer: %s", exc)
+            return _page(request, form=ClassifyForm(), status=503, error=_("No model can answer right now; try again later."))
+        except ServerBusy as exc:
+            response = _page(request, form=ClassifyForm(), status=503, error=str(exc))
+            response["Retry-After"] = "30"
+            return response
     _remember(request, answer.prediction.pk)
     if _is_fetch(request):
         return _page(request, form=ClassifyForm(), prediction=answer.prediction)
