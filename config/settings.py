@@ -240,6 +240,8 @@ BREEDLAB_IMPORT_TIMEOUT = env_int("BREEDLAB_IMPORT_TIMEOUT", 7200, minimum=60)
 # Dataset photos (thumbnails, confusion-matrix cells) for everyone, or for staff only.
 BREEDLAB_PUBLIC_DATASET_IMAGES = env_bool("BREEDLAB_PUBLIC_DATASET_IMAGES", True)
 BREEDLAB_HEALTH_TIMEOUT = env_float("BREEDLAB_HEALTH_TIMEOUT", 1.0, minimum=0.05, maximum=30)
+# Workers write a heartbeat this often (classifier/web/heartbeat.py); /api/health reads it.
+BREEDLAB_WORKER_HEARTBEAT_SECONDS = env_int("BREEDLAB_WORKER_HEARTBEAT_SECONDS", 15, minimum=1, maximum=600)
 
 # Serving (classifier/serving/cache.py). Threads per inference call: gunicorn runs WEB_CONCURRENCY
 # processes x WEB_THREADS threads; with 1 thread per call, concurrent requests fill the cores
