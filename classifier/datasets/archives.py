@@ -201,6 +201,9 @@ def _safe_parts(name: str, label: str) -> tuple[str, ...]:
     """Split an entry name into path components, refusing anything that could escape the folder."""
     if "\x00" in name:
         raise ArchiveError(f"{label} contains an entry with a NUL character in its name ({name!r}).")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        # Newlines, tabs, escapes: they break URLs, logs and pages that show the name.
+        raise ArchiveError(f"{label} contains an entry with a control character in its name ({name!r}).")
     normalised = name.replace("\\", "/")
     if normalised.startswith("/"):
         raise ArchiveError(f"{label} contains an entry with an absolute path ({name!r}).")

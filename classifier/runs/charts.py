@@ -26,6 +26,9 @@ from matplotlib.patches import Rectangle  # noqa: E402
 _RC = {
     "svg.fonttype": "none",  # text stays text: smaller files, the page's font, searchable
     "svg.hashsalt": "breedlab",  # stable element ids
+    # Class and run names come from users: drawn as plain text, never as mathtext ($...$) or TeX.
+    "text.parse_math": False,
+    "text.usetex": False,
     "font.size": 9,
     "axes.spines.top": False,
     "axes.spines.right": False,
@@ -40,6 +43,12 @@ def _svg(fig: Figure) -> str:
     text = buf.getvalue()
     # Inline-ready: drop the XML prolog and doctype, keep the <svg> element.
     return text[text.index("<svg") :]
+
+
+def _short(name: str, limit: int = 40) -> str:
+    """One line of at most ``limit`` characters (a 200-character class name must not squeeze the chart away)."""
+    name = " ".join(str(name).split())
+    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -154,8 +163,9 @@ def confusion_svg(
                     text = ax.text(j, i, str(value), ha="center", va="center", fontsize=font,
                                    color="white" if value / peak > 0.6 else "#1d2327")
                     text.set_url(cell_url(i, j))
-        ax.set_xticks(range(k), labels=list(class_names), rotation=90, fontsize=font)
-        ax.set_yticks(range(k), labels=list(class_names), fontsize=font)
+        names = [_short(name) for name in class_names]
+        ax.set_xticks(range(k), labels=names, rotation=90, fontsize=font)
+        ax.set_yticks(range(k), labels=names, fontsize=font)
         ax.set_xlabel(labels["predicted"])
         ax.set_ylabel(labels["true"])
         ax.spines[:].set_visible(False)
