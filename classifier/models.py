@@ -263,10 +263,27 @@ class Feedback(models.Model):
         Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("merged into")
     )
 
+    class Review(models.TextChoices):
+        PENDING = "pending", _("waiting for review")
+        ACCEPTED = "accepted", _("accepted")
+        REJECTED = "rejected", _("rejected")
+
+    # Only corrections staff accepted (having seen the photo) are merged into datasets.
+    review = models.CharField(_("review"), max_length=16, choices=Review.choices, default=Review.PENDING, db_index=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        verbose_name=_("reviewed by"),
+    )
+    reviewed_at = models.DateTimeField(_("reviewed"), null=True, blank=True)
+
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name = _("correction")
         verbose_name_plural = _("corrections")
+        constraints = [
+            # One correction per prediction: a later one replaces it (serving/services.feedback_create).
+            models.UniqueConstraint(fields=["prediction"], name="one_correction_per_prediction"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.prediction_id} → {self.correct_label}"

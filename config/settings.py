@@ -261,6 +261,12 @@ BREEDLAB_MAX_BATCH_IMAGES = env_int("BREEDLAB_MAX_BATCH_IMAGES", 16, minimum=1, 
 BREEDLAB_RATE_LIMIT = env_str("BREEDLAB_RATE_LIMIT", "60/m").strip().lower()
 if BREEDLAB_RATE_LIMIT != "off" and not re.fullmatch(r"[1-9]\d*/[smhd]", BREEDLAB_RATE_LIMIT):
     raise ImproperlyConfigured(f"BREEDLAB_RATE_LIMIT={BREEDLAB_RATE_LIMIT!r} must look like 60/m (per s, m, h or d) or be off.")
+# "Wrong breed?" corrections per client (same format).
+BREEDLAB_FEEDBACK_RATE_LIMIT = env_str("BREEDLAB_FEEDBACK_RATE_LIMIT", "20/h").strip().lower()
+if BREEDLAB_FEEDBACK_RATE_LIMIT != "off" and not re.fullmatch(r"[1-9]\d*/[smhd]", BREEDLAB_FEEDBACK_RATE_LIMIT):
+    raise ImproperlyConfigured(
+        f"BREEDLAB_FEEDBACK_RATE_LIMIT={BREEDLAB_FEEDBACK_RATE_LIMIT!r} must look like 20/h (per s, m, h or d) or be off."
+    )
 # Memory per web process is bounded by how many predictions decode and classify at once: each
 # process runs at most this many (the others wait up to BREEDLAB_PREDICT_WAIT_SECONDS, then 503).
 BREEDLAB_MAX_CONCURRENT_PREDICTIONS = env_int("BREEDLAB_MAX_CONCURRENT_PREDICTIONS", 1, minimum=1, maximum=64)

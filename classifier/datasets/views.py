@@ -67,7 +67,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
     ]
     histogram = report.get("sizes", {}).get("shorter_side_histogram", [])
     largest_bucket = max([bucket["count"] for bucket in histogram] or [0]) or 1
-    mergeable = selectors.dataset_feedback_mergeable(dataset) if request.user.is_staff else []
+    mergeable_count = selectors.dataset_feedback_mergeable_count(dataset) if request.user.is_staff else 0
     return render(
         request,
         "classifier/datasets/detail.html",
@@ -84,7 +84,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "children": dataset.children.order_by("version"),
             "runs": runs_selectors.run_list(dataset_id=dataset.pk)[:10],
             "run_count": dataset.runs.count(),
-            "mergeable_count": len(mergeable),
+            "mergeable_count": mergeable_count,
             "can_train": dataset.status == Dataset.Status.READY and not dataset.problems,
             "show_images": _images_visible(request),
         },

@@ -49,9 +49,10 @@ def client_id(request: HttpRequest) -> str:
     return f"ip:{address}"
 
 
-def hit(request: HttpRequest, scope: str = "predict", *, cost: int = 1) -> Limit:
-    """Count ``cost`` requests for this client; ``allowed`` is False once the window's budget is spent."""
-    parsed = parse_rate(settings.BREEDLAB_RATE_LIMIT)
+def hit(request: HttpRequest, scope: str = "predict", *, cost: int = 1, rate: str | None = None) -> Limit:
+    """Count ``cost`` requests for this client; ``allowed`` is False once the window's budget is spent.
+    ``rate`` defaults to BREEDLAB_RATE_LIMIT."""
+    parsed = parse_rate(rate or settings.BREEDLAB_RATE_LIMIT)
     if parsed is None:
         return Limit(True, 0, 0, 0)
     limit, period = parsed

@@ -3,7 +3,9 @@
 ``prediction_create`` validates every uploaded photo first (nothing is stored when one is
 bad), classifies them in one batch with the active model (or, where allowed, the pretrained
 model alone), then stores one Prediction row per photo with a clean re-encoded copy of it.
-``feedback_create`` records a "Wrong breed?" correction (merged into datasets elsewhere).
+``feedback_create`` records a "Wrong breed?" correction (one per prediction: a later one replaces
+it), ``feedback_review`` is staff accepting or rejecting corrections; only accepted ones are merged
+into datasets (datasets/services.py).
 ``calibrate_run_dir`` chooses a model's not-a-dog thresholds (serving/calibration.py holds the
 rule) and ``calibration_save`` stores them; the worker calls both after every run that succeeds.
 
@@ -264,10 +266,30 @@ def feedback_create(*, prediction: Prediction, correct_label: str, user=None) ->
         raise FeedbackError(_("“%(label)s” is not a breed this model knows.") % {"label": label[:100]})
     if not prediction.image:
         raise FeedbackError(_("This prediction has no stored photo to correct."))
-    return Feedback.objects.create(
-        prediction=prediction,
-        correct_label=label,
-        user=user if getattr(user, "is_authenticated", False) else None,
+    with transaction.atomic():
+        existing = Feedback.objects.select_for_update().filter(prediction=prediction).first()
+        if existing is not None and existing.merged_into_id is not None:
+            raise FeedbackError(_("This photo's correction is already part of a dataset."))
+        # One correction per prediction: a later one replaces the earlier and waits for review again.
+        feedback, _created = Feedback.objects.update_or_create(
+            prediction=prediction,
+            defaults={
+                "correct_label": label,
+                "user": user if getattr(user, "is_authenticated", False) else None,
+                "review": Feedback.Review.PENDING,
+                "reviewed_by": None,
+                "reviewed_at": None,
+            },
+        )
+    return feedback
+
+
+def feedback_review(*, feedback_ids, accept: bool, reviewer) -> int:
+    """Staff accept (mergeable into datasets) or reject corrections; returns how many changed.
+    Corrections already merged keep their state."""
+    state = Feedback.Review.ACCEPTED if accept else Feedback.Review.REJECTED
+    return Feedback.objects.filter(pk__in=list(feedback_ids), merged_into__isnull=True).update(
+        review=state, reviewed_by=reviewer, reviewed_at=timezone.now()
     )
 
 

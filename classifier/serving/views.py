@@ -17,6 +17,7 @@ import io
 import logging
 
 import numpy as np
+from django.conf import settings
 from django.contrib import messages
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -220,6 +221,12 @@ def prediction_feedback(request: HttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, _("Choose one of the breeds in the list."))
         return redirect("classifier:prediction_detail", pk=pk)
+    limit = ratelimit.hit(request, "feedback", rate=settings.BREEDLAB_FEEDBACK_RATE_LIMIT)
+    if not limit.allowed:
+        messages.error(request, _("Too many corrections from you right now; try again in %(seconds)s s.") % {"seconds": limit.retry_after})
+        response = redirect("classifier:prediction_detail", pk=pk)
+        response["Retry-After"] = str(limit.retry_after)
+        return response
     try:
         feedback_create(prediction=prediction, correct_label=form.cleaned_data["correct_label"], user=request.user)
     except FeedbackError as exc:
@@ -227,7 +234,7 @@ def prediction_feedback(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.success(
             request,
-            _("Thank you: this photo is stored as a %(breed)s for the next dataset version.")
+            _("Thank you: once staff have checked it, this photo is stored as a %(breed)s for the next dataset version.")
             % {"breed": readable_label(form.cleaned_data["correct_label"])},
         )
     return redirect(reverse("classifier:prediction_detail", args=[pk]))

@@ -253,7 +253,7 @@ def test_staff_merge_corrections_from_the_page_into_a_new_version(staff_client, 
     v1 = make_ready_dataset(tmp_path)
     prediction = Prediction.objects.create(top_label="pug", is_dog=True)
     prediction.image.save("p.jpg", ContentFile(jpeg_bytes(321)))
-    Feedback.objects.create(prediction=prediction, correct_label="beagle")
+    Feedback.objects.create(prediction=prediction, correct_label="beagle", review=Feedback.Review.ACCEPTED)
     html = staff_client.get(v1.get_absolute_url()).content.decode()
     assert "Merge 1 correction into a new version" in html
     response = staff_client.post(reverse("classifier:dataset_merge", args=[v1.pk]))
