@@ -182,6 +182,19 @@ def manage(*args: str) -> None:
         fail(f"'manage.py {' '.join(args)}' failed (exit code {result.returncode})")
 
 
+def warn_unpatched_tarfile() -> None:
+    """Say at start when this Python's tarfile predates the fixes for CVE-2024-6232 / CVE-2025-8194."""
+    sys.path.insert(0, str(ROOT))
+    from classifier.datasets.archive_members import PATCHED_PYTHON, python_tarfile_patched
+
+    if not python_tarfile_patched():
+        minimum = ".".join(map(str, PATCHED_PYTHON.get(sys.version_info[:2], (3, 11, 14))))
+        say(
+            f"note: Python {sys.version.split()[0]} predates the tarfile fixes for CVE-2024-6232 and CVE-2025-8194; "
+            f"upgrade to {minimum} or later (until then tar uploads are pre-scanned and negative offsets refused)"
+        )
+
+
 def main() -> int:
     host = os.environ.get("HOST", "127.0.0.1")
     port_text = os.environ.get("PORT", "8000")
@@ -194,6 +207,7 @@ def main() -> int:
 
     var = var_dir()
     ensure_secret_key(var)
+    warn_unpatched_tarfile()
     stack = Stack()
     stopping = False
 

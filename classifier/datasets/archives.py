@@ -102,7 +102,7 @@ def extract_archive(archive_path: Path, dest: Path, *, limits: ArchiveLimits = D
     label = archive_path.name or str(archive_path)
     if not archive_path.is_file():
         raise ArchiveError(f"{label} does not exist or is not a file.")
-    fmt = detect_format(archive_path, label)
+    fmt = detect_format(archive_path, label, limits)
     if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
         raise ArchiveError(f"The destination {dest} already exists and is not an empty folder.")
 
