@@ -48,6 +48,8 @@ class ClassifierConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_ensure_builtin_model, sender=self, dispatch_uid="breedlab-builtin-model")
+        from classifier.web import auth  # noqa: F401  (connects the failed-login counter)
+
         # With `manage.py check --deploy` (make check-deploy); scripts/run.py says it at start too.
         # Not on every command: CLI errors stay one line.
         checks.register(check_python_tarfile, checks.Tags.security, deploy=True)

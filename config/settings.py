@@ -177,6 +177,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 
 # 5. Auth, i18n, API -------------------------------------------------------------------------
+# Logins are throttled per client address and per user name (classifier/web/auth.py).
+AUTHENTICATION_BACKENDS = ["classifier.web.auth.ThrottledModelBackend"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -246,8 +248,13 @@ BREEDLAB_REQUEUE_AFTER_SECONDS = env_int("BREEDLAB_REQUEUE_AFTER_SECONDS", 1800,
 # An archive import still "importing" after this many seconds was interrupted (its web process
 # stopped mid-import): the periodic reaper marks it failed and removes its partial folder.
 BREEDLAB_IMPORT_TIMEOUT = env_int("BREEDLAB_IMPORT_TIMEOUT", 7200, minimum=60)
-# Dataset photos (thumbnails, confusion-matrix cells) for everyone, or for staff only.
-BREEDLAB_PUBLIC_DATASET_IMAGES = env_bool("BREEDLAB_PUBLIC_DATASET_IMAGES", True)
+# Dataset photos (thumbnails, confusion-matrix cells) for staff only, or (1) for everyone.
+BREEDLAB_PUBLIC_DATASET_IMAGES = env_bool("BREEDLAB_PUBLIC_DATASET_IMAGES", False)
+# Anonymous visitors' predictions and their photos are removed after this many days (hourly task).
+BREEDLAB_ANONYMOUS_RETENTION_DAYS = env_int("BREEDLAB_ANONYMOUS_RETENTION_DAYS", 30, minimum=1)
+# Failed logins per client address (and per user name) before login is refused for the window.
+BREEDLAB_LOGIN_FAILURES = env_int("BREEDLAB_LOGIN_FAILURES", 10, minimum=1)
+BREEDLAB_LOGIN_WINDOW_SECONDS = env_int("BREEDLAB_LOGIN_WINDOW_SECONDS", 900, minimum=10)
 BREEDLAB_HEALTH_TIMEOUT = env_float("BREEDLAB_HEALTH_TIMEOUT", 1.0, minimum=0.05, maximum=30)
 # Workers write a heartbeat this often (classifier/web/heartbeat.py); /api/health reads it.
 BREEDLAB_WORKER_HEARTBEAT_SECONDS = env_int("BREEDLAB_WORKER_HEARTBEAT_SECONDS", 15, minimum=1, maximum=600)
@@ -295,4 +302,6 @@ LOGGING = {
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-runs": {"task": "classifier.tasks.reap_stale_runs", "schedule": 60.0},
     "reap-interrupted-imports": {"task": "classifier.tasks.reap_interrupted_imports", "schedule": 600.0},
+    "purge-anonymous-predictions": {"task": "classifier.tasks.purge_anonymous_predictions", "schedule": 3600.0},
+    "clear-sessions": {"task": "classifier.tasks.clear_sessions", "schedule": 86400.0},
 }

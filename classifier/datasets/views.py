@@ -230,9 +230,10 @@ def _image_response(path, content_type: str) -> FileResponse:
 
 @require_GET
 def dataset_image(request: HttpRequest, pk: int, relpath: str) -> FileResponse:
-    _dataset, path = _whitelisted(request, pk, relpath)
+    dataset, path = _whitelisted(request, pk, relpath)
     content_type = IMAGE_TYPES.get(path.suffix.lower()) or _sniffed_type(path)
-    return _image_response(path, content_type)
+    # EXIF (GPS position, camera, time) and other metadata never leave the server.
+    return _image_response(dataset_services.dataset_image_public(dataset=dataset, path=path, relpath=relpath), content_type)
 
 
 @require_GET

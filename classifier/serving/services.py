@@ -446,3 +446,29 @@ def builtin_calibration_save(*, report: dict[str, Any]) -> ModelVersion:
         version.save(update_fields=["metrics"])
     inference.reset_current()
     return version
+
+
+# ---------------------------------------------------------------------------------------------
+# Retention: anonymous visitors' photos are not kept for ever
+# ---------------------------------------------------------------------------------------------
+def prediction_purge_anonymous(*, older_than_days: int | None = None, batch: int = 500) -> int:
+    """Delete anonymous predictions (no user) older than BREEDLAB_ANONYMOUS_RETENTION_DAYS, their
+    stored photos first; returns how many rows went. Corrections of them go too (cascade)."""
+    from datetime import timedelta
+
+    days = settings.BREEDLAB_ANONYMOUS_RETENTION_DAYS if older_than_days is None else older_than_days
+    cutoff = timezone.now() - timedelta(days=days)
+    storage = Prediction._meta.get_field("image").storage
+    removed = 0
+    while True:
+        rows = list(Prediction.objects.filter(user__isnull=True, created_at__lt=cutoff).values_list("pk", "image")[:batch])
+        if not rows:
+            return removed
+        for _pk, name in rows:
+            if name:
+                try:
+                    storage.delete(name)
+                except OSError:
+                    log.warning("could not remove the photo %s of an expired prediction", name)
+        Prediction.objects.filter(pk__in=[pk for pk, _name in rows]).delete()
+        removed += len(rows)
