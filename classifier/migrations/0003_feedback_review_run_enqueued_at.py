@@ -19,7 +19,7 @@ def keep_latest_correction(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('classifier', '0001_initial'),
+        ('classifier', '0002_modelversion_kind'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
