@@ -76,6 +76,8 @@ def check_model() -> Check:
     version = versions_selectors.model_get_active()
     if version is None:
         return Check("none", "no fine-tuned model is active yet")
+    if version.kind == version.Kind.BUILTIN:  # pretrained weights, no run folder to look for
+        return Check("ok", version.name, {"id": version.pk, "backbone": version.backbone, "builtin": True})
     folder = Path(settings.RUNS_ROOT) / version.path
     if not (folder / "model.safetensors").is_file():
         return Check("down", f"the active model's files are missing from {folder}", {"id": version.pk})
