@@ -114,6 +114,8 @@ class FeedbackAdmin(admin.ModelAdmin):
         from django.urls import reverse
         from django.utils.html import format_html
 
+        if not obj.prediction_id:  # the admin's empty "add" form
+            return "—"
         url = reverse("classifier:prediction_photo", args=[obj.prediction_id])
         return format_html('<a href="{}"><img src="{}" alt="" style="max-width:160px;max-height:160px"></a>', url, url)
 
