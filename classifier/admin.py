@@ -100,6 +100,39 @@ class PredictionAdmin(admin.ModelAdmin):
 
 @admin.register(Feedback)
 class FeedbackAdmin(admin.ModelAdmin):
-    list_display = ("prediction", "correct_label", "user", "merged_into", "created_at")
-    list_filter = ("merged_into", "created_at")
+    """Staff review corrections here, the photo beside the claimed breed: only accepted ones are merged."""
+
+    list_display = ("photo", "correct_label", "predicted", "review", "user", "merged_into", "created_at")
+    list_filter = ("review", "merged_into", "created_at")
     search_fields = ("correct_label",)
+    readonly_fields = ("prediction", "photo", "review", "reviewed_by", "reviewed_at", "merged_into", "created_at")
+    actions = ["accept", "reject"]
+    list_select_related = ("prediction", "user", "merged_into")
+
+    @admin.display(description=_("photo"))
+    def photo(self, obj: Feedback) -> str:
+        from django.urls import reverse
+        from django.utils.html import format_html
+
+        if not obj.prediction_id:  # the admin's empty "add" form
+            return "—"
+        url = reverse("classifier:prediction_photo", args=[obj.prediction_id])
+        return format_html('<a href="{}"><img src="{}" alt="" style="max-width:160px;max-height:160px"></a>', url, url)
+
+    @admin.display(description=_("model's answer"))
+    def predicted(self, obj: Feedback) -> str:
+        return obj.prediction.top_label or "—"
+
+    @admin.action(description=_("Accept the selected corrections (they will be merged into datasets)"))
+    def accept(self, request, queryset):
+        from classifier.serving.services import feedback_review
+
+        count = feedback_review(feedback_ids=queryset.values_list("pk", flat=True), accept=True, reviewer=request.user)
+        self.message_user(request, _("%(n)s correction(s) accepted.") % {"n": count})
+
+    @admin.action(description=_("Reject the selected corrections"))
+    def reject(self, request, queryset):
+        from classifier.serving.services import feedback_review
+
+        count = feedback_review(feedback_ids=queryset.values_list("pk", flat=True), accept=False, reviewer=request.user)
+        self.message_user(request, _("%(n)s correction(s) rejected.") % {"n": count})

@@ -1,4 +1,7 @@
+import sys
+
 from django.apps import AppConfig
+from django.core import checks
 from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
 
@@ -20,6 +23,24 @@ def _ensure_builtin_model(sender, **kwargs) -> None:  # noqa: ARG001
     builtin_ensure()
 
 
+def check_python_tarfile(app_configs=None, **kwargs):
+    """At start: is this Python's tarfile patched against CVE-2024-6232 and CVE-2025-8194?"""
+    from classifier.datasets.archive_members import PATCHED_PYTHON, python_tarfile_patched
+
+    if python_tarfile_patched():
+        return []
+    minimum = PATCHED_PYTHON.get(sys.version_info[:2])
+    wanted = ".".join(map(str, minimum)) if minimum else "3.11.14"
+    return [
+        checks.Info(
+            f"Python {sys.version.split()[0]} predates the tarfile fixes for CVE-2024-6232 and CVE-2025-8194 "
+            f"(upgrade to {wanted} or later). Until then Breedlab mitigates both: tar headers are pre-scanned "
+            "with size caps before tarfile reads them, and negative member offsets are refused.",
+            id="breedlab.I001",
+        )
+    ]
+
+
 class ClassifierConfig(AppConfig):
     name = "classifier"
     verbose_name = _("Breedlab")
@@ -27,3 +48,8 @@ class ClassifierConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_ensure_builtin_model, sender=self, dispatch_uid="breedlab-builtin-model")
+        from classifier.web import auth  # noqa: F401  (connects the failed-login counter)
+
+        # With `manage.py check --deploy` (make check-deploy); scripts/run.py says it at start too.
+        # Not on every command: CLI errors stay one line.
+        checks.register(check_python_tarfile, checks.Tags.security, deploy=True)

@@ -87,6 +87,7 @@ class TrainingRun(models.Model):
     started_at = models.DateTimeField(_("started"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
     heartbeat_at = models.DateTimeField(_("heartbeat"), null=True, blank=True)
+    enqueued_at = models.DateTimeField(_("sent to the queue"), null=True, blank=True)
     progress = models.FloatField(_("progress"), default=0.0, help_text=_("From 0 to 1."))
     progress_detail = models.JSONField(_("progress detail"), default=dict, blank=True)
     cancel_requested = models.BooleanField(_("cancel requested"), default=False)
@@ -263,10 +264,27 @@ class Feedback(models.Model):
         Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("merged into")
     )
 
+    class Review(models.TextChoices):
+        PENDING = "pending", _("waiting for review")
+        ACCEPTED = "accepted", _("accepted")
+        REJECTED = "rejected", _("rejected")
+
+    # Only corrections staff accepted (having seen the photo) are merged into datasets.
+    review = models.CharField(_("review"), max_length=16, choices=Review.choices, default=Review.PENDING, db_index=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        verbose_name=_("reviewed by"),
+    )
+    reviewed_at = models.DateTimeField(_("reviewed"), null=True, blank=True)
+
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name = _("correction")
         verbose_name_plural = _("corrections")
+        constraints = [
+            # One correction per prediction: a later one replaces it (serving/services.feedback_create).
+            models.UniqueConstraint(fields=["prediction"], name="one_correction_per_prediction"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.prediction_id} → {self.correct_label}"

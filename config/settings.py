@@ -54,6 +54,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: an oversized body is refused before anything (CSRF included) reads it.
+    "classifier.web.bodylimit.BodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -163,13 +165,20 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 BREEDLAB_MAX_RUN_SECONDS = env_int("BREEDLAB_MAX_RUN_SECONDS", 6 * 3600, minimum=60)
 # The broker re-delivers an unacknowledged task after this long; it must outlast the longest run.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": BREEDLAB_MAX_RUN_SECONDS + 3600}
-CELERY_TASK_ROUTES = {"classifier.tasks.*": {"queue": "training"}}
+# Training runs on the `training` queue; the reapers and periodic clean-ups on `maintenance`, served
+# by a light worker of their own so that they run on time while every training worker is busy.
+CELERY_TASK_ROUTES = {
+    "classifier.tasks.execute_run": {"queue": "training"},
+    "classifier.tasks.*": {"queue": "maintenance"},
+}
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 
 # 5. Auth, i18n, API -------------------------------------------------------------------------
+# Logins are throttled per client address and per user name (classifier/web/auth.py).
+AUTHENTICATION_BACKENDS = ["classifier.web.auth.ThrottledModelBackend"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -232,12 +241,23 @@ BREEDLAB_HEARTBEAT_TIMEOUT = env_int("BREEDLAB_HEARTBEAT_TIMEOUT", 120, minimum=
 # A run whose worker was lost is re-queued to resume from its last epoch until it has been
 # started this many times; then it fails ("worker lost").
 BREEDLAB_MAX_RUN_ATTEMPTS = env_int("BREEDLAB_MAX_RUN_ATTEMPTS", 2, minimum=1)
+# A run still queued this many seconds after it was last sent to the broker is sent again (its
+# message was lost: the web process died between commit and enqueue, or Redis restarted without
+# its append-only file). The atomic claim makes a duplicate message harmless.
+BREEDLAB_REQUEUE_AFTER_SECONDS = env_int("BREEDLAB_REQUEUE_AFTER_SECONDS", 1800, minimum=60)
 # An archive import still "importing" after this many seconds was interrupted (its web process
 # stopped mid-import): the periodic reaper marks it failed and removes its partial folder.
 BREEDLAB_IMPORT_TIMEOUT = env_int("BREEDLAB_IMPORT_TIMEOUT", 7200, minimum=60)
-# Dataset photos (thumbnails, confusion-matrix cells) for everyone, or for staff only.
-BREEDLAB_PUBLIC_DATASET_IMAGES = env_bool("BREEDLAB_PUBLIC_DATASET_IMAGES", True)
+# Dataset photos (thumbnails, confusion-matrix cells) for staff only, or (1) for everyone.
+BREEDLAB_PUBLIC_DATASET_IMAGES = env_bool("BREEDLAB_PUBLIC_DATASET_IMAGES", False)
+# Anonymous visitors' predictions and their photos are removed after this many days (hourly task).
+BREEDLAB_ANONYMOUS_RETENTION_DAYS = env_int("BREEDLAB_ANONYMOUS_RETENTION_DAYS", 30, minimum=1)
+# Failed logins per client address (and per user name) before login is refused for the window.
+BREEDLAB_LOGIN_FAILURES = env_int("BREEDLAB_LOGIN_FAILURES", 10, minimum=1)
+BREEDLAB_LOGIN_WINDOW_SECONDS = env_int("BREEDLAB_LOGIN_WINDOW_SECONDS", 900, minimum=10)
 BREEDLAB_HEALTH_TIMEOUT = env_float("BREEDLAB_HEALTH_TIMEOUT", 1.0, minimum=0.05, maximum=30)
+# Workers write a heartbeat this often (classifier/web/heartbeat.py); /api/health reads it.
+BREEDLAB_WORKER_HEARTBEAT_SECONDS = env_int("BREEDLAB_WORKER_HEARTBEAT_SECONDS", 15, minimum=1, maximum=600)
 
 # Serving (classifier/serving/cache.py). Threads per inference call: gunicorn runs WEB_CONCURRENCY
 # processes x WEB_THREADS threads; with 1 thread per call, concurrent requests fill the cores
@@ -259,6 +279,18 @@ BREEDLAB_MAX_BATCH_IMAGES = env_int("BREEDLAB_MAX_BATCH_IMAGES", 16, minimum=1, 
 BREEDLAB_RATE_LIMIT = env_str("BREEDLAB_RATE_LIMIT", "60/m").strip().lower()
 if BREEDLAB_RATE_LIMIT != "off" and not re.fullmatch(r"[1-9]\d*/[smhd]", BREEDLAB_RATE_LIMIT):
     raise ImproperlyConfigured(f"BREEDLAB_RATE_LIMIT={BREEDLAB_RATE_LIMIT!r} must look like 60/m (per s, m, h or d) or be off.")
+# "Wrong breed?" corrections per client (same format).
+BREEDLAB_FEEDBACK_RATE_LIMIT = env_str("BREEDLAB_FEEDBACK_RATE_LIMIT", "20/h").strip().lower()
+if BREEDLAB_FEEDBACK_RATE_LIMIT != "off" and not re.fullmatch(r"[1-9]\d*/[smhd]", BREEDLAB_FEEDBACK_RATE_LIMIT):
+    raise ImproperlyConfigured(
+        f"BREEDLAB_FEEDBACK_RATE_LIMIT={BREEDLAB_FEEDBACK_RATE_LIMIT!r} must look like 20/h (per s, m, h or d) or be off."
+    )
+# Memory per web process is bounded by how many predictions decode and classify at once: each
+# process runs at most this many (the others wait up to BREEDLAB_PREDICT_WAIT_SECONDS, then 503).
+BREEDLAB_MAX_CONCURRENT_PREDICTIONS = env_int("BREEDLAB_MAX_CONCURRENT_PREDICTIONS", 1, minimum=1, maximum=64)
+BREEDLAB_PREDICT_WAIT_SECONDS = env_float("BREEDLAB_PREDICT_WAIT_SECONDS", 30.0, minimum=0.1, maximum=600)
+# Prediction requests one client may have in flight at once, across every web process (429 beyond).
+BREEDLAB_MAX_IN_FLIGHT_PER_CLIENT = env_int("BREEDLAB_MAX_IN_FLIGHT_PER_CLIENT", 2, minimum=1, maximum=1000)
 
 LOGGING = {
     "version": 1,
@@ -272,4 +304,6 @@ LOGGING = {
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-runs": {"task": "classifier.tasks.reap_stale_runs", "schedule": 60.0},
     "reap-interrupted-imports": {"task": "classifier.tasks.reap_interrupted_imports", "schedule": 600.0},
+    "purge-anonymous-predictions": {"task": "classifier.tasks.purge_anonymous_predictions", "schedule": 3600.0},
+    "clear-sessions": {"task": "classifier.tasks.clear_sessions", "schedule": 86400.0},
 }

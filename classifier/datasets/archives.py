@@ -102,7 +102,7 @@ def extract_archive(archive_path: Path, dest: Path, *, limits: ArchiveLimits = D
     label = archive_path.name or str(archive_path)
     if not archive_path.is_file():
         raise ArchiveError(f"{label} does not exist or is not a file.")
-    fmt = detect_format(archive_path, label)
+    fmt = detect_format(archive_path, label, limits)
     if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
         raise ArchiveError(f"The destination {dest} already exists and is not an empty folder.")
 
@@ -201,6 +201,9 @@ def _safe_parts(name: str, label: str) -> tuple[str, ...]:
     """Split an entry name into path components, refusing anything that could escape the folder."""
     if "\x00" in name:
         raise ArchiveError(f"{label} contains an entry with a NUL character in its name ({name!r}).")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        # Newlines, tabs, escapes: they break URLs, logs and pages that show the name.
+        raise ArchiveError(f"{label} contains an entry with a control character in its name ({name!r}).")
     normalised = name.replace("\\", "/")
     if normalised.startswith("/"):
         raise ArchiveError(f"{label} contains an entry with an absolute path ({name!r}).")

@@ -20,12 +20,21 @@ TRAIN_COLOUR = "#b3541e"
 VAL_COLOUR = "#e8a27c"
 
 
+# Class names come from users: drawn as plain text, never as mathtext ($...$) or TeX.
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
+
+
 def class_counts_svg(classes: list[dict], split: dict, labels: dict[str, str] | None = None) -> bytes:
     """Horizontal stacked bars: usable images per class, split into train and validation.
 
     ``classes`` is ``report["classes"]`` ([{"name", "images", ...}]); ``split`` the stored split;
     ``labels`` the translated "train", "validation" and "images" (English by default).
     """
+    with matplotlib.rc_context(PLAIN_TEXT):
+        return _class_counts_svg(classes, split, labels)
+
+
+def _class_counts_svg(classes: list[dict], split: dict, labels: dict[str, str] | None) -> bytes:
     words = {"train": "train", "validation": "validation", "images": "images", **(labels or {})}
     names = [item["name"] for item in classes]
     val_counts = dict.fromkeys(names, 0)

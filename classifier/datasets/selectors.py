@@ -87,17 +87,33 @@ def _label_key(label: str) -> str:
     return "_".join(label.strip().lower().replace("-", " ").replace("_", " ").split())
 
 
-def dataset_feedback_mergeable(dataset: Dataset) -> list[tuple[Feedback, str]]:
-    """Unmerged corrections with a stored photo whose breed is one of the dataset's classes,
-    each with the class folder it belongs to (labels match ignoring case, spaces and underscores)."""
+def _mergeable_queryset():
+    """Unmerged corrections that staff accepted, with a stored photo."""
+    return Feedback.objects.filter(merged_into__isnull=True, review=Feedback.Review.ACCEPTED).exclude(prediction__image="")
+
+
+def _matching_labels(dataset: Dataset) -> dict[str, str]:
+    """{correction label: class folder} for the labels of mergeable corrections that name one of
+    the dataset's classes (ignoring case, spaces and underscores). One grouped query: as many rows
+    as distinct labels, never one per correction."""
     classes = {_label_key(name): name for name in dataset.classes}
-    candidates = (
-        Feedback.objects.filter(merged_into__isnull=True)
-        .exclude(prediction__image="")
-        .select_related("prediction")
-        .order_by("id")
-    )
-    return [(item, classes[_label_key(item.correct_label)]) for item in candidates if _label_key(item.correct_label) in classes]
+    labels = _mergeable_queryset().values_list("correct_label", flat=True).distinct().order_by()
+    return {label: classes[_label_key(label)] for label in labels if _label_key(label) in classes}
+
+
+def dataset_feedback_mergeable_count(dataset: Dataset) -> int:
+    labels = _matching_labels(dataset)
+    return _mergeable_queryset().filter(correct_label__in=list(labels)).count() if labels else 0
+
+
+def dataset_feedback_mergeable(dataset: Dataset) -> list[tuple[Feedback, str]]:
+    """Accepted, unmerged corrections with a stored photo whose breed is one of the dataset's
+    classes, each with the class folder it belongs to (labels match ignoring case, spaces and underscores)."""
+    labels = _matching_labels(dataset)
+    if not labels:
+        return []
+    items = _mergeable_queryset().filter(correct_label__in=list(labels)).select_related("prediction").order_by("id")
+    return [(item, labels[item.correct_label]) for item in items]
 
 
 def dataset_blocking_reason(dataset: Dataset) -> str | None:

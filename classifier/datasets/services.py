@@ -290,6 +290,34 @@ def dataset_thumbnail(*, dataset: Dataset, path: Path, relpath: str) -> Path:
     return target
 
 
+# Metadata that can say where and when a photo was taken, or by whom.
+_PRIVATE_INFO = ("exif", "xmp", "XML:com.adobe.xmp", "comment", "Description", "Author", "Copyright")
+
+
+def dataset_image_public(*, dataset: Dataset, path: Path, relpath: str) -> Path:
+    """The file to serve for one of the dataset's images: the file itself when it carries no
+    metadata, otherwise a copy without EXIF (GPS position, camera, time), XMP or comments, made
+    once and cached under MEDIA_ROOT. The pixels are unchanged apart from the EXIF orientation,
+    which is applied so the photo still shows the right way up."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        has_metadata = bool(image.getexif()) or any(key in image.info for key in _PRIVATE_INFO)
+        if not has_metadata:
+            return path
+        fmt = image.format or "JPEG"
+        target = cache_dir(dataset) / "clean" / f"{hashlib.sha256(relpath.encode()).hexdigest()[:40]}{path.suffix.lower()}"
+        if target.is_file():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        clean = ImageOps.exif_transpose(image)
+        options = {"quality": 95} if fmt == "JPEG" else {}
+        if fmt == "JPEG" and clean.mode not in ("RGB", "L"):
+            clean = clean.convert("RGB")
+        atomic_write(target, lambda handle: clean.save(handle, fmt, **options))  # no exif= / pnginfo=: none written
+    return target
+
+
 def dataset_chart(*, dataset: Dataset) -> Path:
     """The images-per-class bar chart (SVG), rendered once per dataset and cached."""
     from classifier.datasets.charts import class_counts_svg

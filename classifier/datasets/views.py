@@ -67,7 +67,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
     ]
     histogram = report.get("sizes", {}).get("shorter_side_histogram", [])
     largest_bucket = max([bucket["count"] for bucket in histogram] or [0]) or 1
-    mergeable = selectors.dataset_feedback_mergeable(dataset) if request.user.is_staff else []
+    mergeable_count = selectors.dataset_feedback_mergeable_count(dataset) if request.user.is_staff else 0
     return render(
         request,
         "classifier/datasets/detail.html",
@@ -84,7 +84,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "children": dataset.children.order_by("version"),
             "runs": runs_selectors.run_list(dataset_id=dataset.pk)[:10],
             "run_count": dataset.runs.count(),
-            "mergeable_count": len(mergeable),
+            "mergeable_count": mergeable_count,
             "can_train": dataset.status == Dataset.Status.READY and not dataset.problems,
             "show_images": _images_visible(request),
         },
@@ -230,9 +230,10 @@ def _image_response(path, content_type: str) -> FileResponse:
 
 @require_GET
 def dataset_image(request: HttpRequest, pk: int, relpath: str) -> FileResponse:
-    _dataset, path = _whitelisted(request, pk, relpath)
+    dataset, path = _whitelisted(request, pk, relpath)
     content_type = IMAGE_TYPES.get(path.suffix.lower()) or _sniffed_type(path)
-    return _image_response(path, content_type)
+    # EXIF (GPS position, camera, time) and other metadata never leave the server.
+    return _image_response(dataset_services.dataset_image_public(dataset=dataset, path=path, relpath=relpath), content_type)
 
 
 @require_GET

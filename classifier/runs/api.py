@@ -25,6 +25,7 @@ from classifier.runs import selectors
 from classifier.runs import services as run_services
 from classifier.runs.config import RUN_FIELDS, RunConfigError
 from classifier.versions import selectors as versions_selectors
+from classifier.web.access import hide_from_anonymous
 from classifier.web.errors import error_response, get_or_404
 
 
@@ -65,6 +66,9 @@ class RunSummarySerializer(serializers.ModelSerializer):
             "id", "url", "status", "dataset", "backbone", "optimizer", "progress", "best_val_acc", "created_by",
             "created_at", "started_at", "finished_at",
         ]
+
+    def to_representation(self, instance):
+        return hide_from_anonymous(super().to_representation(instance), self.context.get("request"), ("created_by", "worker"))
 
 
 class RunDetailSerializer(RunSummarySerializer):
@@ -152,7 +156,7 @@ class RunListView(APIView):
         paginator.default_limit = 50
         paginator.max_limit = 500
         page = paginator.paginate_queryset(runs, request, view=self)
-        return paginator.get_paginated_response(RunSummarySerializer(page, many=True).data)
+        return paginator.get_paginated_response(RunSummarySerializer(page, many=True, context={"request": request}).data)
 
     @extend_schema(
         summary="Start a fine-tuning run (staff)",

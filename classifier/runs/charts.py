@@ -4,19 +4,25 @@
   switch marked;
 - ``compare_svg``: several runs' curves overlaid;
 - ``confusion_svg``: a confusion matrix whose cells are links (matplotlib writes ``<a>`` around
-  artists with a URL), meant to be inlined in the page.
+  artists with a URL), meant to be inlined in the page;
+- ``cached_svg``: any of them drawn once per run (or compared id set) and content, then served
+  from the shared cache.
 
 Imports nothing of classifier/ or training/ (Django and libraries only).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import matplotlib
+from django.core.cache import cache
+from django.utils import translation
 
 matplotlib.use("Agg")
 
@@ -26,6 +32,9 @@ from matplotlib.patches import Rectangle  # noqa: E402
 _RC = {
     "svg.fonttype": "none",  # text stays text: smaller files, the page's font, searchable
     "svg.hashsalt": "breedlab",  # stable element ids
+    # Class and run names come from users: drawn as plain text, never as mathtext ($...$) or TeX.
+    "text.parse_math": False,
+    "text.usetex": False,
     "font.size": 9,
     "axes.spines.top": False,
     "axes.spines.right": False,
@@ -34,12 +43,36 @@ TRAIN_COLOR, VAL_COLOR, SWITCH_COLOR = "#1565c0", "#b3541e", "#5f6b73"
 PALETTE = ["#b3541e", "#1565c0", "#2e7d32", "#6a1b9a", "#c62828", "#00838f", "#ef6c00", "#4e342e", "#ad1457", "#37474f"]
 
 
+CACHE_SECONDS = 7 * 86400
+CHART_VERSION = 2  # bump when the drawing changes: every cached chart is redrawn
+
+
+def cached_svg(kind: str, owner: str, data: Any, draw: Callable[[], str]) -> str:
+    """``draw()``'s SVG, drawn once per (chart kind, owner, language, data) and then served from the
+    shared cache. ``owner`` is the run id (or the id set of a comparison); ``data`` is what the
+    chart shows (epochs, the confusion matrix), so a run that changes gets a new key at once and
+    an unchanged one is never redrawn."""
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    key = f"chart:{CHART_VERSION}:{kind}:{owner}:{translation.get_language() or ''}:{digest}"
+    svg = cache.get(key)
+    if svg is None:
+        svg = draw()
+        cache.set(key, svg, CACHE_SECONDS)
+    return svg
+
+
 def _svg(fig: Figure) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", transparent=True)
     text = buf.getvalue()
     # Inline-ready: drop the XML prolog and doctype, keep the <svg> element.
     return text[text.index("<svg") :]
+
+
+def _short(name: str, limit: int = 40) -> str:
+    """One line of at most ``limit`` characters (a 200-character class name must not squeeze the chart away)."""
+    name = " ".join(str(name).split())
+    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -154,8 +187,9 @@ def confusion_svg(
                     text = ax.text(j, i, str(value), ha="center", va="center", fontsize=font,
                                    color="white" if value / peak > 0.6 else "#1d2327")
                     text.set_url(cell_url(i, j))
-        ax.set_xticks(range(k), labels=list(class_names), rotation=90, fontsize=font)
-        ax.set_yticks(range(k), labels=list(class_names), fontsize=font)
+        names = [_short(name) for name in class_names]
+        ax.set_xticks(range(k), labels=names, rotation=90, fontsize=font)
+        ax.set_yticks(range(k), labels=names, fontsize=font)
         ax.set_xlabel(labels["predicted"])
         ax.set_ylabel(labels["true"])
         ax.spines[:].set_visible(False)

@@ -5,6 +5,8 @@ State machine (``TrainingRun.Status``)::
     queued --claim--> running --> succeeded | failed | cancelled
       |                  |
       +--cancel--> cancelled   +--reaper (worker lost)--> queued (resume) | failed
+      |                                                  | cancelled (a cancel was requested)
+      +--reaper (message lost: queued too long)--> sent to the broker again
 
 Every transition out of "running" is a conditional UPDATE on (id, status, attempts): a worker
 that lost its run to the reaper can no longer write to it, and a second delivery of the same
@@ -107,6 +109,7 @@ def run_enqueue(*, run_id: int) -> None:
     limit = runconfig.time_limit_seconds(run.config, image_count=run.dataset.image_count)
     try:
         execute_run.apply_async(args=[run.pk], soft_time_limit=limit, time_limit=limit + 120)
+        TrainingRun.objects.filter(pk=run_id).update(enqueued_at=timezone.now())
     except Exception as exc:  # kombu raises several types for an unreachable broker
         log.exception("run %s: could not enqueue", run_id)
         TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
@@ -168,7 +171,14 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             while not self._stop_event.wait(self.interval):
-                self.reporter.beat()
+                try:
+                    self.reporter.beat()
+                except Exception:  # a database hiccup must not end the heartbeats: the run would look dead
+                    log.exception("run %s: heartbeat not written; closing the connection and retrying", self.reporter.run_id)
+                    try:
+                        connection.close()
+                    except Exception:  # noqa: BLE001 - a broken connection may fail to close too
+                        log.debug("closing the broken connection failed", exc_info=True)
         finally:
             connection.close()
 
@@ -260,6 +270,10 @@ def run_execute(*, run_id: int, worker: str = "") -> str | None:
                 gc.collect()
                 torch.cuda.empty_cache()
                 reporter.start(resumed=False)
+        if reporter.lost or not _owned(run_id, attempt).exists():
+            # The reaper gave the run to another attempt meanwhile: write nothing more (no calibration files).
+            log.warning("run %s: attempt %s lost the run before its final writes; nothing recorded", run_id, attempt)
+            return None
         calibration = _calibrate(run_id, attempt, out_dir, detail=reporter.stage_detail("calibrate"))
     except Cancelled as exc:
         if reporter.lost:
@@ -344,7 +358,7 @@ def _succeed(
             log.exception("run %s: promotion check failed", run_id)
             promoted, reason = False, f"The comparison with the active model failed: {exc}"
         outcome["promotion"] = {"promoted": promoted, "reason": reason}
-        TrainingRun.objects.filter(pk=run_id).update(result=outcome)
+        TrainingRun.objects.filter(pk=run_id, status=Status.SUCCEEDED, attempts=attempt).update(result=outcome)
     return Status.SUCCEEDED
 
 
@@ -367,14 +381,25 @@ def run_reap_stale(*, timeout_seconds: int | None = None, lost_worker: str | Non
         stale_q |= Q(worker=lost_worker)
     max_attempts = settings.BREEDLAB_MAX_RUN_ATTEMPTS
     reaped = []
-    for run_id, attempts in TrainingRun.objects.filter(stale_q, status=Status.RUNNING).values_list("id", "attempts"):
+    stale = TrainingRun.objects.filter(stale_q, status=Status.RUNNING).values_list("id", "attempts", "cancel_requested")
+    for run_id, attempts, cancel_requested in stale:
         still_stale = TrainingRun.objects.filter(stale_q, id=run_id, status=Status.RUNNING, attempts=attempts)
-        if attempts < max_attempts:
+        if cancel_requested:
+            # Its user asked to stop it: the lost worker's run ends cancelled, never resumed.
+            updated = still_stale.update(
+                status=Status.CANCELLED,
+                finished_at=timezone.now(),
+                progress_detail={"stage": "cancelled"},
+                error=_("Cancelled; its worker was lost before it could stop."),
+            )
+            if updated == 1:
+                reaped.append(run_id)
+                log.warning("run %s: worker lost after a cancel request, marked cancelled", run_id)
+        elif attempts < max_attempts:
             updated = still_stale.update(
                 status=Status.QUEUED,
                 worker="",
                 heartbeat_at=None,
-                cancel_requested=False,
                 progress_detail={
                     "stage": "queued",
                     "note": f"Worker lost during attempt {attempts}; re-queued to resume from the last saved epoch.",
@@ -398,6 +423,24 @@ def run_reap_stale(*, timeout_seconds: int | None = None, lost_worker: str | Non
                 reaped.append(run_id)
                 log.warning("run %s: worker lost, marked failed", run_id)
     return reaped
+
+
+def run_requeue_lost_messages(*, after_seconds: int | None = None) -> list[int]:
+    """Send again the runs still queued ``after_seconds`` after they were last sent (their message
+    was lost). Each is taken with a conditional update on ``enqueued_at``, so two reapers never
+    both send it; a duplicate message would be harmless anyway (the claim is atomic)."""
+    after = after_seconds if after_seconds is not None else settings.BREEDLAB_REQUEUE_AFTER_SECONDS
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=after)
+    waiting = Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True, created_at__lt=cutoff)
+    sent = []
+    for run_id, enqueued_at in TrainingRun.objects.filter(waiting, status=Status.QUEUED).values_list("id", "enqueued_at"):
+        if TrainingRun.objects.filter(id=run_id, status=Status.QUEUED, enqueued_at=enqueued_at).update(enqueued_at=now) != 1:
+            continue  # another reaper took it, or it left the queue
+        log.warning("run %s: still queued %s s after it was sent; sending it again", run_id, after)
+        run_enqueue(run_id=run_id)
+        sent.append(run_id)
+    return sent
 
 
 def run_reap_at_worker_start(*, worker: str) -> list[int]:

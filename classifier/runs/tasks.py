@@ -1,7 +1,8 @@
 """Thin Celery tasks of training runs: they receive ids, call a runs service, and return.
 
-Task names keep their historical strings ("classifier.tasks.*"): queued messages, the
-``training`` route (CELERY_TASK_ROUTES) and the beat schedule match on them. Imports only
+Task names keep their historical strings ("classifier.tasks.*"): queued messages, the routes
+(CELERY_TASK_ROUTES: execute_run to ``training``, the reapers to ``maintenance``) and the beat
+schedule match on them. Imports only
 runs.services; services enqueue by importing this module inside run_enqueue (never at module
 level), so the module graph has no cycle.
 """
@@ -40,11 +41,13 @@ def execute_run(self, run_id: int) -> str | None:
     return run_services.run_execute(run_id=int(run_id), worker=self.request.hostname or "")
 
 
-# A reaper message that waited behind a long run is pointless by the time it runs: drop it.
+# Reapers run on the `maintenance` queue (CELERY_TASK_ROUTES), never behind a training run; a
+# message that still waited a whole period is superseded by the next one: drop it.
 @shared_task(name="classifier.tasks.reap_stale_runs", ignore_result=True, expires=50)
 def reap_stale_runs() -> list[int]:
-    """Periodic (beat): re-queue or fail runs whose worker stopped sending heartbeats."""
-    return run_services.run_reap_stale()
+    """Periodic (beat): re-queue, fail or cancel runs whose worker stopped sending heartbeats, and
+    send again the runs whose queue message was lost."""
+    return run_services.run_reap_stale() + run_services.run_requeue_lost_messages()
 
 
 @worker_ready.connect

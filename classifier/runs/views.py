@@ -189,7 +189,11 @@ def _confusion(run: TrainingRun, report: dict[str, Any]) -> str | None:
     def cell_url(i: int, j: int) -> str:
         return f"{base}?{urlencode({'true': classes[i], 'pred': classes[j]})}"
 
-    return mark_safe(charts.confusion_svg(matrix, classes, cell_url=cell_url, labels=chart_labels()))  # noqa: S308
+    svg = charts.cached_svg(
+        "confusion", str(run.pk), {"matrix": matrix, "classes": classes},
+        lambda: charts.confusion_svg(matrix, classes, cell_url=cell_url, labels=chart_labels()),
+    )
+    return mark_safe(svg)  # noqa: S308
 
 
 @require_GET
@@ -235,7 +239,7 @@ def run_live(request: HttpRequest, pk: int) -> HttpResponse:
 def run_curves(request: HttpRequest, pk: int) -> HttpResponse:
     run = _get_run(pk)
     epochs = list(run.epochs.values("phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc"))
-    svg = charts.curves_svg(epochs, labels=chart_labels())
+    svg = charts.cached_svg("curves", str(run.pk), epochs, lambda: charts.curves_svg(epochs, labels=chart_labels()))
     response = HttpResponse(svg, content_type="image/svg+xml")
     response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
     response["Cache-Control"] = "private, max-age=3600" if request.GET.get("n") else "no-cache"
@@ -339,7 +343,8 @@ def run_compare(request: HttpRequest) -> HttpResponse:
     svg = None
     if len(runs) >= 2:
         series = [(f"#{run.pk} {run.optimizer}", list(run.epochs.values("phase", "train_loss", "val_loss", "val_acc"))) for run in runs]
-        svg = mark_safe(charts.compare_svg(series, labels=chart_labels()))  # noqa: S308
+        owner = ",".join(str(run.pk) for run in runs)
+        svg = mark_safe(charts.cached_svg("compare", owner, series, lambda: charts.compare_svg(series, labels=chart_labels())))  # noqa: S308
     return render(
         request,
         "classifier/runs/compare.html",

@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from classifier.serving import cache as inference
 from classifier.serving import ratelimit
 from classifier.serving.imaging import ImageRejected
-from classifier.serving.services import MAX_TOP_K, prediction_create
+from classifier.serving.services import MAX_TOP_K, ServerBusy, prediction_create
 from classifier.versions import selectors as versions_selectors
 from classifier.web.errors import error_response
 
@@ -91,8 +91,9 @@ def _too_many(limit: ratelimit.Limit) -> Response:
     description=(
         "Multipart form with one `image` field (one answer object) or several (a list, same order). "
         "Errors are `{\"error\": ...}`: 400 not an image / corrupt / truncated / unsupported format / too many "
-        "pixels, 413 too large, 429 over the rate limit, 503 no model can be loaded. While no fine-tuned model has "
-        "been promoted, the built-in model (118 ImageNet dog breeds) answers."
+        "pixels, 413 too large, 429 over the rate limit or too many requests in flight from one client, 503 no "
+        "model can be loaded or the server stayed busy. While no fine-tuned model has been promoted, the built-in "
+        "model (118 ImageNet dog breeds) answers."
     ),
     request={
         "multipart/form-data": {
@@ -148,12 +149,24 @@ def predict(request: Request) -> Response:
     limit = ratelimit.hit(request, "predict", cost=len(uploads))
     if not limit.allowed:
         return _too_many(limit)
-    try:
-        answers = prediction_create(uploads=uploads, user=request.user, source="api", top_k=top_k)
-    except ImageRejected as exc:
-        return error_response(exc.message, exc.status)
-    except inference.ModelUnavailable as exc:
-        return error_response(str(exc), status.HTTP_503_SERVICE_UNAVAILABLE)
+    with ratelimit.InFlight(request, "predict") as slot:
+        if not slot.allowed:
+            response = error_response(
+                f"At most {slot.limit} prediction requests from one client at a time; wait for your earlier ones.",
+                status.HTTP_429_TOO_MANY_REQUESTS,
+            )
+            response["Retry-After"] = "1"
+            return response
+        try:
+            answers = prediction_create(uploads=uploads, user=request.user, source="api", top_k=top_k)
+        except ImageRejected as exc:
+            return error_response(exc.message, exc.status)
+        except inference.ModelUnavailable as exc:
+            return error_response(str(exc), status.HTTP_503_SERVICE_UNAVAILABLE)
+        except ServerBusy as exc:
+            response = error_response(str(exc), status.HTTP_503_SERVICE_UNAVAILABLE)
+            response["Retry-After"] = "30"
+            return response
     payload = [a.as_api() for a in answers]
     return Response(payload if len(uploads) > 1 else payload[0])
 

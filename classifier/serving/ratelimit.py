@@ -49,9 +49,10 @@ def client_id(request: HttpRequest) -> str:
     return f"ip:{address}"
 
 
-def hit(request: HttpRequest, scope: str = "predict", *, cost: int = 1) -> Limit:
-    """Count ``cost`` requests for this client; ``allowed`` is False once the window's budget is spent."""
-    parsed = parse_rate(settings.BREEDLAB_RATE_LIMIT)
+def hit(request: HttpRequest, scope: str = "predict", *, cost: int = 1, rate: str | None = None) -> Limit:
+    """Count ``cost`` requests for this client; ``allowed`` is False once the window's budget is spent.
+    ``rate`` defaults to BREEDLAB_RATE_LIMIT."""
+    parsed = parse_rate(rate or settings.BREEDLAB_RATE_LIMIT)
     if parsed is None:
         return Limit(True, 0, 0, 0)
     limit, period = parsed
@@ -66,3 +67,39 @@ def hit(request: HttpRequest, scope: str = "predict", *, cost: int = 1) -> Limit
         count = cost
     retry_after = max(1, int((window + 1) * period - now + 0.999))
     return Limit(count <= limit, limit, max(0, limit - count), retry_after)
+
+
+IN_FLIGHT_TTL = 600  # a process killed mid-request cannot leave its client blocked for longer
+
+
+class InFlight:
+    """Requests one client has in flight, counted in the shared cache across every web process.
+
+    ``with InFlight(request, scope) as slot:`` counts this request in; ``slot.allowed`` is False
+    when the client already had ``BREEDLAB_MAX_IN_FLIGHT_PER_CLIENT`` running (the caller answers
+    429). The count is released on the way out, whatever happened inside.
+    """
+
+    def __init__(self, request: HttpRequest, scope: str = "predict") -> None:
+        self.key = f"inflight:{scope}:{client_id(request)}"
+        self.limit = settings.BREEDLAB_MAX_IN_FLIGHT_PER_CLIENT
+        self.allowed = True
+        self._counted = False
+
+    def __enter__(self) -> InFlight:
+        cache.add(self.key, 0, timeout=IN_FLIGHT_TTL)
+        try:
+            count = cache.incr(self.key)
+        except ValueError:  # expired between add and incr
+            cache.add(self.key, 1, timeout=IN_FLIGHT_TTL)
+            count = 1
+        self._counted = True
+        self.allowed = count <= self.limit
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._counted:
+            try:
+                cache.decr(self.key)
+            except ValueError:  # expired meanwhile: nothing left to release
+                pass

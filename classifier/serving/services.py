@@ -3,7 +3,9 @@
 ``prediction_create`` validates every uploaded photo first (nothing is stored when one is
 bad), classifies them in one batch with the active model (or, where allowed, the pretrained
 model alone), then stores one Prediction row per photo with a clean re-encoded copy of it.
-``feedback_create`` records a "Wrong breed?" correction (merged into datasets elsewhere).
+``feedback_create`` records a "Wrong breed?" correction (one per prediction: a later one replaces
+it), ``feedback_review`` is staff accepting or rejecting corrections; only accepted ones are merged
+into datasets (datasets/services.py).
 ``calibrate_run_dir`` chooses a model's not-a-dog thresholds (serving/calibration.py holds the
 rule) and ``calibration_save`` stores them; the worker calls both after every run that succeeds.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,6 +58,26 @@ log = logging.getLogger(__name__)
 
 MAX_TOP_K = 20
 API_VERDICTS = {DOG: "dog", NOT_SURE: "not_sure", NOT_DOG: "not_a_dog"}  # the page's three answers
+
+
+class ServerBusy(Exception):
+    """Every prediction slot of this process stayed taken for BREEDLAB_PREDICT_WAIT_SECONDS."""
+
+
+# At most BREEDLAB_MAX_CONCURRENT_PREDICTIONS predictions decode, classify and store at once in
+# one process: decoded photos are the process's largest allocations, so this bounds its memory.
+_slots: threading.BoundedSemaphore | None = None
+_slots_size = 0
+_slots_lock = threading.Lock()
+
+
+def prediction_slots() -> threading.BoundedSemaphore:
+    global _slots, _slots_size
+    size = settings.BREEDLAB_MAX_CONCURRENT_PREDICTIONS
+    with _slots_lock:
+        if _slots is None or _slots_size != size:
+            _slots, _slots_size = threading.BoundedSemaphore(size), size
+        return _slots
 
 
 class FeedbackError(Exception):
@@ -119,11 +142,22 @@ def prediction_create(
     """Classify the uploaded photos and store a Prediction per photo.
 
     Raises ImageRejected (400/413) when any photo is bad and ModelUnavailable when no fine-tuned
-    model can answer and ``allow_base_only`` is False; nothing is stored in either case.
+    model can answer and ``allow_base_only`` is False; nothing is stored in either case. Raises
+    ServerBusy when this process's prediction slots stay taken for BREEDLAB_PREDICT_WAIT_SECONDS.
     """
-    started = time.perf_counter()
     if not uploads:
         raise ImageRejected(_("Choose a photo to classify."))
+    slots = prediction_slots()
+    if not slots.acquire(timeout=settings.BREEDLAB_PREDICT_WAIT_SECONDS):
+        raise ServerBusy(_("The server is busy classifying other photos; try again in a minute."))
+    try:
+        return _predict(uploads, user=user, source=source, top_k=top_k, allow_base_only=allow_base_only)
+    finally:
+        slots.release()
+
+
+def _predict(uploads, *, user, source: str, top_k: int, allow_base_only: bool) -> list[Answer]:
+    started = time.perf_counter()
     top_k = max(1, min(int(top_k), MAX_TOP_K))
     decoded = decode_uploads(uploads)
     images = [d.image for d in decoded]
@@ -139,6 +173,7 @@ def prediction_create(
         model, thresholds = inference.get_base(), inference.base_thresholds()
     classify_started = time.perf_counter()  # a model loaded by this request is not the photo's time
     outputs = model.classify(images)
+    del images
     elapsed_ms = (decode_s + time.perf_counter() - classify_started) * 1000.0
 
     answers = []
@@ -231,10 +266,30 @@ def feedback_create(*, prediction: Prediction, correct_label: str, user=None) ->
         raise FeedbackError(_("“%(label)s” is not a breed this model knows.") % {"label": label[:100]})
     if not prediction.image:
         raise FeedbackError(_("This prediction has no stored photo to correct."))
-    return Feedback.objects.create(
-        prediction=prediction,
-        correct_label=label,
-        user=user if getattr(user, "is_authenticated", False) else None,
+    with transaction.atomic():
+        existing = Feedback.objects.select_for_update().filter(prediction=prediction).first()
+        if existing is not None and existing.merged_into_id is not None:
+            raise FeedbackError(_("This photo's correction is already part of a dataset."))
+        # One correction per prediction: a later one replaces the earlier and waits for review again.
+        feedback, _created = Feedback.objects.update_or_create(
+            prediction=prediction,
+            defaults={
+                "correct_label": label,
+                "user": user if getattr(user, "is_authenticated", False) else None,
+                "review": Feedback.Review.PENDING,
+                "reviewed_by": None,
+                "reviewed_at": None,
+            },
+        )
+    return feedback
+
+
+def feedback_review(*, feedback_ids, accept: bool, reviewer) -> int:
+    """Staff accept (mergeable into datasets) or reject corrections; returns how many changed.
+    Corrections already merged keep their state."""
+    state = Feedback.Review.ACCEPTED if accept else Feedback.Review.REJECTED
+    return Feedback.objects.filter(pk__in=list(feedback_ids), merged_into__isnull=True).update(
+        review=state, reviewed_by=reviewer, reviewed_at=timezone.now()
     )
 
 
@@ -394,3 +449,29 @@ def builtin_calibration_save(*, report: dict[str, Any]) -> ModelVersion:
         version.save(update_fields=["metrics"])
     inference.reset_current()
     return version
+
+
+# ---------------------------------------------------------------------------------------------
+# Retention: anonymous visitors' photos are not kept for ever
+# ---------------------------------------------------------------------------------------------
+def prediction_purge_anonymous(*, older_than_days: int | None = None, batch: int = 500) -> int:
+    """Delete anonymous predictions (no user) older than BREEDLAB_ANONYMOUS_RETENTION_DAYS, their
+    stored photos first; returns how many rows went. Corrections of them go too (cascade)."""
+    from datetime import timedelta
+
+    days = settings.BREEDLAB_ANONYMOUS_RETENTION_DAYS if older_than_days is None else older_than_days
+    cutoff = timezone.now() - timedelta(days=days)
+    storage = Prediction._meta.get_field("image").storage
+    removed = 0
+    while True:
+        rows = list(Prediction.objects.filter(user__isnull=True, created_at__lt=cutoff).values_list("pk", "image")[:batch])
+        if not rows:
+            return removed
+        for _pk, name in rows:
+            if name:
+                try:
+                    storage.delete(name)
+                except OSError:
+                    log.warning("could not remove the photo %s of an expired prediction", name)
+        Prediction.objects.filter(pk__in=[pk for pk, _name in rows]).delete()
+        removed += len(rows)

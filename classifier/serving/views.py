@@ -17,6 +17,7 @@ import io
 import logging
 
 import numpy as np
+from django.conf import settings
 from django.contrib import messages
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -31,7 +32,7 @@ from classifier.serving import ratelimit
 from classifier.serving.calibration import DOG, NOT_DOG
 from classifier.serving.forms import ClassifyForm, FeedbackForm, readable_label
 from classifier.serving.imaging import ImageRejected
-from classifier.serving.services import FeedbackError, feedback_create, prediction_create
+from classifier.serving.services import FeedbackError, ServerBusy, feedback_create, prediction_create
 from classifier.versions import selectors as versions_selectors
 
 log = logging.getLogger(__name__)
@@ -117,15 +118,25 @@ def home(request: HttpRequest) -> HttpResponse:
         response = _page(request, form=ClassifyForm(), status=429, error=message)
         response["Retry-After"] = str(limit.retry_after)
         return response
-    try:
-        (answer,) = prediction_create(
-            uploads=[form.cleaned_data["photo"]], user=request.user, source="web", allow_base_only=True
-        )
-    except ImageRejected as exc:
-        return _page(request, form=ClassifyForm(), status=exc.status, error=exc.message)
-    except inference.ModelUnavailable as exc:  # not even the pretrained model could be loaded
-        log.error("no model can answer: %s", exc)
-        return _page(request, form=ClassifyForm(), status=503, error=_("No model can answer right now; try again later."))
+    with ratelimit.InFlight(request, "predict") as slot:
+        if not slot.allowed:
+            message = _("Your earlier photos are still being classified; wait for them, then try again.")
+            response = _page(request, form=ClassifyForm(), status=429, error=message)
+            response["Retry-After"] = "1"
+            return response
+        try:
+            (answer,) = prediction_create(
+                uploads=[form.cleaned_data["photo"]], user=request.user, source="web", allow_base_only=True
+            )
+        except ImageRejected as exc:
+            return _page(request, form=ClassifyForm(), status=exc.status, error=exc.message)
+        except inference.ModelUnavailable as exc:  # not even the pretrained model could be loaded
+            log.error("no model can answer: %s", exc)
+            return _page(request, form=ClassifyForm(), status=503, error=_("No model can answer right now; try again later."))
+        except ServerBusy as exc:
+            response = _page(request, form=ClassifyForm(), status=503, error=str(exc))
+            response["Retry-After"] = "30"
+            return response
     _remember(request, answer.prediction.pk)
     if _is_fetch(request):
         return _page(request, form=ClassifyForm(), prediction=answer.prediction)
@@ -210,6 +221,12 @@ def prediction_feedback(request: HttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, _("Choose one of the breeds in the list."))
         return redirect("classifier:prediction_detail", pk=pk)
+    limit = ratelimit.hit(request, "feedback", rate=settings.BREEDLAB_FEEDBACK_RATE_LIMIT)
+    if not limit.allowed:
+        messages.error(request, _("Too many corrections from you right now; try again in %(seconds)s s.") % {"seconds": limit.retry_after})
+        response = redirect("classifier:prediction_detail", pk=pk)
+        response["Retry-After"] = str(limit.retry_after)
+        return response
     try:
         feedback_create(prediction=prediction, correct_label=form.cleaned_data["correct_label"], user=request.user)
     except FeedbackError as exc:
@@ -217,7 +234,7 @@ def prediction_feedback(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.success(
             request,
-            _("Thank you: this photo is stored as a %(breed)s for the next dataset version.")
+            _("Thank you: once staff have checked it, this photo is stored as a %(breed)s for the next dataset version.")
             % {"breed": readable_label(form.cleaned_data["correct_label"])},
         )
     return redirect(reverse("classifier:prediction_detail", args=[pk]))

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from classifier.models import ModelVersion
 from classifier.versions import selectors
 from classifier.versions import services as version_services
+from classifier.web.access import hide_from_anonymous
 from classifier.web.errors import error_response, get_or_404
 
 
@@ -32,6 +33,9 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "promoted_at", "promoted_by",
         ]
 
+    def to_representation(self, instance):
+        return hide_from_anonymous(super().to_representation(instance), self.context.get("request"), ("promoted_by",))
+
 
 class ModelListView(APIView):
     permission_classes = [AllowAny]
@@ -39,7 +43,7 @@ class ModelListView(APIView):
     @extend_schema(summary="Model versions, newest first, with their metrics and which one serves",
                    responses={200: ModelVersionSerializer(many=True)})
     def get(self, request: Request) -> Response:
-        return Response(ModelVersionSerializer(selectors.model_list(), many=True).data)
+        return Response(ModelVersionSerializer(selectors.model_list(), many=True, context={"request": request}).data)
 
 
 class ModelPromoteView(APIView):
@@ -56,7 +60,7 @@ class ModelPromoteView(APIView):
             version = version_services.model_promote(version=version, user=request.user)
         except version_services.VersionError as exc:
             return error_response(str(exc), status.HTTP_409_CONFLICT)
-        return Response(ModelVersionSerializer(version).data)
+        return Response(ModelVersionSerializer(version, context={"request": request}).data)
 
 
 class ModelRollbackView(APIView):
@@ -72,4 +76,4 @@ class ModelRollbackView(APIView):
             version = version_services.model_rollback(user=request.user)
         except version_services.VersionError as exc:
             return error_response(str(exc), status.HTTP_409_CONFLICT)
-        return Response(ModelVersionSerializer(version).data)
+        return Response(ModelVersionSerializer(version, context={"request": request}).data)

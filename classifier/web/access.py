@@ -25,3 +25,13 @@ def staff_required(view):
         return view(request, *args, **kwargs)
 
     return wrapped
+
+
+def hide_from_anonymous(data: dict[str, Any], request, fields: tuple[str, ...]) -> dict[str, Any]:
+    """API answers: who did what (user names, worker hostnames) only for signed-in readers."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        for name in fields:
+            if name in data:
+                data[name] = None
+    return data

@@ -137,10 +137,10 @@ def test_it_imports_real_stanford_dogs_photos(stanford_dogs_dir, tmp_path, setti
 # Corrections merged into a new version -----------------------------------------------------------
 
 
-def make_correction(label: str, seed: int, *, user=None) -> Feedback:
+def make_correction(label: str, seed: int, *, user=None, review=Feedback.Review.ACCEPTED) -> Feedback:
     prediction = Prediction.objects.create(top_label="pug", top_score=0.6, is_dog=True)
     prediction.image.save(f"photo-{seed}.jpg", ContentFile(jpeg_bytes(seed, size=(120, 100))))
-    return Feedback.objects.create(prediction=prediction, correct_label=label, user=user)
+    return Feedback.objects.create(prediction=prediction, correct_label=label, user=user, review=review)
 
 
 def test_merging_corrections_makes_a_new_version_and_keeps_the_old_one_untouched(tmp_path, settings, make_run):
@@ -153,6 +153,8 @@ def test_merging_corrections_makes_a_new_version_and_keeps_the_old_one_untouched
 
     good = [make_correction("Beagle", 500), make_correction("pug", 501), make_correction("golden retriever", 502)]
     unknown = make_correction("husky", 503)
+    unreviewed = make_correction("beagle", 504, review=Feedback.Review.PENDING)
+    rejected = make_correction("pug", 505, review=Feedback.Review.REJECTED)
     v2 = services.dataset_merge_feedback(dataset=v1)
 
     assert (v2.name, v2.version, v2.parent_id, v2.status) == ("dogs", 2, v1.pk, Dataset.Status.READY)
@@ -168,6 +170,7 @@ def test_merging_corrections_makes_a_new_version_and_keeps_the_old_one_untouched
     assert {entry["path"] for entry in v2.report["source"]["added"]} == added
     assert set(Feedback.objects.filter(merged_into=v2).values_list("pk", flat=True)) == {good[0].pk, good[1].pk}
     assert Feedback.objects.get(pk=unknown.pk).merged_into is None
+    assert Feedback.objects.filter(pk__in=[unreviewed.pk, rejected.pk], merged_into__isnull=True).count() == 2
     with pytest.raises(services.DatasetError, match="no unmerged corrections"):
         services.dataset_merge_feedback(dataset=v1)
 

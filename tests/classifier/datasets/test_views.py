@@ -198,7 +198,8 @@ def make_ready_dataset(tmp_path: Path) -> Dataset:
     "relpath",
     ["../../../../etc/passwd", "beagle/../../v1/beagle/000.jpg", "/etc/passwd", "beagle/missing.jpg", "beagle", "%2e%2e/x"],
 )
-def test_the_image_views_serve_only_the_datasets_own_photos(client, tmp_path, relpath):
+def test_the_image_views_serve_only_the_datasets_own_photos(client, tmp_path, relpath, settings):
+    settings.BREEDLAB_PUBLIC_DATASET_IMAGES = True  # private by default: made public to test the whitelist itself
     dataset = make_ready_dataset(tmp_path)
     for name in ("classifier:dataset_image", "classifier:dataset_thumbnail"):
         url = f"/datasets/{dataset.pk}/{'images' if name.endswith('image') else 'thumbs'}/{relpath}"
@@ -206,6 +207,7 @@ def test_the_image_views_serve_only_the_datasets_own_photos(client, tmp_path, re
 
 
 def test_a_file_placed_in_the_folder_after_import_is_not_served(client, tmp_path, settings):
+    settings.BREEDLAB_PUBLIC_DATASET_IMAGES = True
     dataset = make_ready_dataset(tmp_path)
     folder = Path(settings.DATASETS_ROOT) / dataset.path
     (folder / "beagle" / "page.html").write_text("<script>alert(1)</script>")
@@ -213,6 +215,7 @@ def test_a_file_placed_in_the_folder_after_import_is_not_served(client, tmp_path
 
 
 def test_a_symlink_swapped_in_for_a_photo_is_not_followed(client, tmp_path, settings):
+    settings.BREEDLAB_PUBLIC_DATASET_IMAGES = True
     dataset = make_ready_dataset(tmp_path)
     rel = dataset.split["train"][0]
     path = Path(settings.DATASETS_ROOT) / dataset.path / rel
@@ -223,15 +226,15 @@ def test_a_symlink_swapped_in_for_a_photo_is_not_followed(client, tmp_path, sett
     assert client.get(f"/datasets/{dataset.pk}/images/{rel}").status_code == 404
 
 
-def test_a_photo_is_served_with_an_image_type_and_nosniff(client, tmp_path):
+def test_a_photo_is_served_with_an_image_type_and_nosniff(client, tmp_path, settings):
+    settings.BREEDLAB_PUBLIC_DATASET_IMAGES = True
     dataset = make_ready_dataset(tmp_path)
     response = client.get(reverse("classifier:dataset_image", args=[dataset.pk, dataset.split["val"][0]]))
     assert response.status_code == 200
     assert response["Content-Type"] == "image/jpeg" and response["X-Content-Type-Options"] == "nosniff"
 
 
-def test_photos_can_be_limited_to_staff(staff_client, tmp_path, settings):
-    settings.BREEDLAB_PUBLIC_DATASET_IMAGES = False
+def test_photos_are_for_staff_only_by_default(staff_client, tmp_path):
     dataset = make_ready_dataset(tmp_path)
     url = reverse("classifier:dataset_thumbnail", args=[dataset.pk, dataset.split["val"][0]])
     assert Client().get(url).status_code == 403
@@ -253,7 +256,7 @@ def test_staff_merge_corrections_from_the_page_into_a_new_version(staff_client, 
     v1 = make_ready_dataset(tmp_path)
     prediction = Prediction.objects.create(top_label="pug", is_dog=True)
     prediction.image.save("p.jpg", ContentFile(jpeg_bytes(321)))
-    Feedback.objects.create(prediction=prediction, correct_label="beagle")
+    Feedback.objects.create(prediction=prediction, correct_label="beagle", review=Feedback.Review.ACCEPTED)
     html = staff_client.get(v1.get_absolute_url()).content.decode()
     assert "Merge 1 correction into a new version" in html
     response = staff_client.post(reverse("classifier:dataset_merge", args=[v1.pk]))

@@ -20,15 +20,16 @@ def celery_app(redis_url):
     from config.celery import app
 
     with app.connection_for_write(redis_url) as conn:
-        conn.default_channel.client.delete("training")  # start from an empty queue
+        conn.default_channel.client.delete("training", "maintenance")  # start from empty queues
         yield app, conn
 
 
 @pytest.fixture
 def worker(celery_app, redis_url, tmp_path, settings):
     proc = start_worker(
-        env=worker_env(redis_url=redis_url, settings=settings, var_dir=tmp_path / "var"), name="itest", log=tmp_path / "worker.log"
-    )
+        env=worker_env(redis_url=redis_url, settings=settings, var_dir=tmp_path / "var"), name="itest",
+        queues="maintenance", log=tmp_path / "worker.log",
+    )  # the reapers' own queue (CELERY_TASK_ROUTES)
     yield proc
     stop_process(proc)
 
