@@ -216,13 +216,16 @@ class TrainConfig:
 def recipe_lrs(optimizer: str) -> tuple[float, float]:
     """(head_lr, finetune_lr) of the default recipe for ``optimizer``.
 
-    The recipe's rates are tuned for its default optimizer; other optimizers get them scaled by
-    the ratio of their default learning rates in ``training.optim.OPTIMIZERS``.
+    Each optimizer's own tuned rates where ``training.optim.OPTIMIZERS`` records them
+    (bench/optimizers.py); otherwise the default optimizer's scaled by the ratio of the default
+    learning rates.
     """
     from training.optim import OPTIMIZERS
 
     defaults = TrainConfig(data_dir=".")
     if optimizer not in OPTIMIZERS:
         raise ConfigError(f"Unknown optimizer {optimizer!r}; valid optimizers are {', '.join(OPTIMIZERS)}.")
+    if optimizer != defaults.optimizer and OPTIMIZERS[optimizer].recipe_lrs is not None:
+        return OPTIMIZERS[optimizer].recipe_lrs
     scale = OPTIMIZERS[optimizer].default_lr / OPTIMIZERS[defaults.optimizer].default_lr
     return defaults.head_lr * scale, defaults.finetune_lr * scale

@@ -320,6 +320,9 @@ class OptimizerSpec:
     default_lr: float
     defaults: Mapping[str, Any]
     formula: str
+    # The recipe's rates for this optimizer (head epochs, fine-tune), tuned on flowers-12's
+    # validation split by bench/optimizers.py; None: scaled from the default optimizer's.
+    recipe_lrs: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
