@@ -54,11 +54,15 @@ JOURNEY_CONFIG = {
     "backbone": "efficientnet_lite0", "optimizer": "adamw", "head_epochs": 2, "finetune_epochs": 8,
     "unfreeze_blocks": -1, "batch_size": 8, "early_stopping_patience": 0, "augmentation": "none",
 }
-# A second, different run for the comparison: CIFAR-10 ResNet-20 at 32 px (seconds).
+# Two small, fast runs for the pages that need finished runs (run, validation, compare): CIFAR-10
+# ResNet-20 at 32 px, no time budget, the head trained for epochs, no augmentation (seconds each
+# even on a loaded machine); different optimizers so the comparison has something to compare.
 SMALL_CONFIG = {
-    "backbone": "cifar10_resnet20", "optimizer": "sgd", "image_size": 32, "head_epochs": 2, "finetune_epochs": 1,
-    "batch_size": 8, "early_stopping_patience": 0, "num_workers": 0,
+    "backbone": "cifar10_resnet20", "optimizer": "sgd", "image_size": 32, "budget_minutes": 0,
+    "head_solver": "epochs", "head_epochs": 2, "finetune_epochs": 1, "augmentation": "none",
+    "feature_views": 1, "batch_size": 8, "early_stopping_patience": 0, "num_workers": 0,
 }
+SMALL_CONFIG_2 = {**SMALL_CONFIG, "optimizer": "adamw", "head_epochs": 1, "finetune_epochs": 2, "unfreeze_blocks": 1}
 
 
 def pytest_collection_modifyitems(items):
@@ -313,13 +317,10 @@ def active_model(stack, dataset_archive):
 
 @pytest.fixture
 def finished_runs(stack, dataset_archive) -> list[int]:
-    """Two succeeded runs with different configurations (earlier journeys' runs count)."""
+    """Two succeeded runs with different small configurations (earlier journeys' runs count)."""
     runs = stack.state.setdefault("finished_runs", [])
     dataset_id = stack.state.get("dataset_id")
-    if not runs:
-        dataset_id = _api_dataset(stack, dataset_archive)
-        runs.append(_api_run(stack, dataset_id, JOURNEY_CONFIG)["id"])
-    if len(runs) < 2:
+    for config in (SMALL_CONFIG, SMALL_CONFIG_2)[len(runs):]:
         dataset_id = dataset_id or _api_dataset(stack, dataset_archive)
-        runs.append(_api_run(stack, dataset_id, SMALL_CONFIG)["id"])
+        runs.append(_api_run(stack, dataset_id, config)["id"])
     return runs[:2]
