@@ -43,6 +43,7 @@ CHROMIUM_ARGS = [
     "--disable-sync", "--no-first-run",
 ]
 ARTIFACTS = Path(os.environ.get("BREEDLAB_E2E_ARTIFACTS", ROOT / "test-artifacts" / "e2e"))
+START_TIMEOUT = float(os.environ.get("BREEDLAB_E2E_START_TIMEOUT", "480"))
 STAFF_USER, STAFF_PASSWORD = "e2e-staff", "e2e-staff-pass-4821"
 # Breeds the pretrained ImageNet head knows well, 12 photos each in the uploaded archive.
 JOURNEY_BREEDS = ("beagle", "pug", "siberian_husky")
@@ -210,7 +211,9 @@ def stack(playwright_browser, tmp_path_factory):
     )
     stack = Stack(base=f"http://127.0.0.1:{port}", env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"}, log=log, proc=proc)
     try:
-        deadline = time.monotonic() + 180
+        # Migrate, collectstatic, the admin and the first worker: about a minute on an idle machine,
+        # several on two shared, busy cores.
+        deadline = time.monotonic() + START_TIMEOUT
         while True:
             assert proc.poll() is None, f"the launcher exited:\n{stack.log_tail()}"
             try:
@@ -221,7 +224,7 @@ def stack(playwright_browser, tmp_path_factory):
             except (OSError, ValueError, KeyError):
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"the stack did not become healthy in 180 s:\n{stack.log_tail()}")
+                pytest.fail(f"the stack did not become healthy in {START_TIMEOUT:.0f} s:\n{stack.log_tail()}")
             time.sleep(1)
         expected_database = "postgresql" if database_url else "sqlite"
         assert health["database"]["detail"] == expected_database, health
