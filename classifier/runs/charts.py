@@ -68,8 +68,10 @@ def _svg(fig: Figure) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", transparent=True)
     text = buf.getvalue()
-    # Inline-ready: drop the XML prolog and doctype, keep the <svg> element.
-    return text[text.index("<svg") :]
+    # Inline-ready: drop the XML prolog and doctype, keep the <svg> element; no RDF metadata
+    # (its "image/svg+xml" and "Matplotlib v..." would be text nodes of the page).
+    text = text[text.index("<svg") :]
+    return re.sub(r"\s*<metadata>.*?</metadata>", "", text, flags=re.DOTALL)
 
 
 def _short(name: str, limit: int = 40) -> str:
