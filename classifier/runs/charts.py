@@ -47,7 +47,7 @@ PALETTE = ["#b3541e", "#1565c0", "#2e7d32", "#6a1b9a", "#c62828", "#00838f", "#e
 
 
 CACHE_SECONDS = 7 * 86400
-CHART_VERSION = 2  # bump when the drawing changes: every cached chart is redrawn
+CHART_VERSION = 3  # bump when the drawing changes: every cached chart is redrawn
 
 
 def cached_svg(kind: str, owner: str, data: Any, draw: Callable[[], str]) -> str:
