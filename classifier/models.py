@@ -1,6 +1,6 @@
 """Breedlab's rows: datasets, training runs and their metrics, model versions, predictions.
 
-Imports nothing of classifier/ or training/ (Django and libraries only).
+Imports classifier.web.names (display names) and nothing else of classifier/ or training/.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
+
+from classifier.web.names import version_display_name
 
 
 class Dataset(models.Model):
@@ -212,7 +214,7 @@ class ModelVersion(models.Model):
         """The name shown to people: the built-in model's in the reader's language."""
         if self.is_builtin:
             return str(_("Pretrained: 118 dog breeds (ImageNet)"))
-        return self.name
+        return version_display_name(self.name)
 
     @property
     def val_acc(self) -> float | None:
@@ -251,6 +253,9 @@ class Prediction(models.Model):
 
 class Feedback(models.Model):
     """A user's correction: "this is not a X, it is a Y". Staff can merge corrections into a dataset."""
+
+    # "None of the model's breeds, or not a dog at all": kept for review, never merged into a class.
+    OTHER_LABEL = "__other__"
 
     prediction = models.ForeignKey(
         Prediction, on_delete=models.CASCADE, related_name="feedback", verbose_name=_("prediction")

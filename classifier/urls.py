@@ -39,6 +39,7 @@ urlpatterns = [
     path("runs/<int:pk>/validation/", runs.run_validation, name="run_validation"),
     path("runs/<int:pk>/cancel/", runs.run_cancel, name="run_cancel"),
     path("runs/<int:pk>/rerun/", runs.run_rerun, name="run_rerun"),
+    path("runs/<int:pk>/resume/", runs.run_resume, name="run_resume"),
     path("runs/<int:pk>/promote/", runs.run_promote, name="run_promote"),
     path("models/", versions.model_list, name="model_list"),
     path("models/<int:pk>/promote/", versions.model_promote, name="model_promote"),

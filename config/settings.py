@@ -85,7 +85,10 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
             ],
             # The app's tags live in its web/ package, not at classifier/templatetags.
-            "libraries": {"run_format": "classifier.web.templatetags.run_format"},
+            "libraries": {
+                "run_format": "classifier.web.templatetags.run_format",
+                "names": "classifier.web.templatetags.names",
+            },
         },
     },
 ]

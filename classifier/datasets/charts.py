@@ -3,7 +3,7 @@
 Text is drawn as paths (matplotlib's default ``svg.fonttype``), so class names from users never
 reach the SVG as markup; pages embed the chart with ``<img>``, which never runs scripts anyway.
 
-Imports nothing of classifier/ or training/ (Django and libraries only).
+Imports classifier.web.names (breeds' display names in the active language) besides libraries.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 
 from matplotlib.figure import Figure  # noqa: E402
+
+from classifier.web.names import class_display_name  # noqa: E402
 
 TRAIN_COLOUR = "#b3541e"
 VAL_COLOUR = "#e8a27c"
@@ -46,21 +48,22 @@ def _class_counts_svg(classes: list[dict], split: dict, labels: dict[str, str] |
     val = [min(val_counts[name], total) for name, total in zip(names, totals)]
     train = [total - v for total, v in zip(totals, val)]
 
-    height = max(1.6, 0.24 * len(names) + 0.9)
-    figure = Figure(figsize=(7.5, height), dpi=100)
+    height = max(2.0, 0.3 * len(names) + 1.1)
+    figure = Figure(figsize=(8.0, height), dpi=100)
     axes = figure.add_subplot()
     positions = list(range(len(names)))
     axes.barh(positions, train, color=TRAIN_COLOUR, label=words["train"])
     axes.barh(positions, val, left=train, color=VAL_COLOUR, label=words["validation"])
     for y, total in zip(positions, totals):
-        axes.text(total, y, f" {total}", va="center", ha="left", fontsize=8, color="#444444")
-    axes.set_yticks(positions, labels=[_short(name) for name in names], fontsize=8)
+        axes.text(total, y, f" {total}", va="center", ha="left", fontsize=10, color="#444444")
+    axes.set_yticks(positions, labels=[_short(class_display_name(name)) for name in names], fontsize=10)
     axes.invert_yaxis()
-    axes.set_xlabel(words["images"])
+    axes.set_xlabel(words["images"], fontsize=10)
+    axes.tick_params(axis="x", labelsize=10)
     axes.set_xlim(0, max(totals or [1]) * 1.12 + 1)
     axes.spines[["top", "right"]].set_visible(False)
     if names:
-        axes.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=2, fontsize=8, frameon=False)
+        axes.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=2, fontsize=10, frameon=False)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="svg", metadata={"Date": None})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,7 +36,9 @@ _RC = {
     # Class and run names come from users: drawn as plain text, never as mathtext ($...$) or TeX.
     "text.parse_math": False,
     "text.usetex": False,
-    "font.size": 9,
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "legend.fontsize": 10,
     "axes.spines.top": False,
     "axes.spines.right": False,
 }
@@ -44,7 +47,7 @@ PALETTE = ["#b3541e", "#1565c0", "#2e7d32", "#6a1b9a", "#c62828", "#00838f", "#e
 
 
 CACHE_SECONDS = 7 * 86400
-CHART_VERSION = 2  # bump when the drawing changes: every cached chart is redrawn
+CHART_VERSION = 3  # bump when the drawing changes: every cached chart is redrawn
 
 
 def cached_svg(kind: str, owner: str, data: Any, draw: Callable[[], str]) -> str:
@@ -65,8 +68,10 @@ def _svg(fig: Figure) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", transparent=True)
     text = buf.getvalue()
-    # Inline-ready: drop the XML prolog and doctype, keep the <svg> element.
-    return text[text.index("<svg") :]
+    # Inline-ready: drop the XML prolog and doctype, keep the <svg> element; no RDF metadata
+    # (its "image/svg+xml" and "Matplotlib v..." would be text nodes of the page).
+    text = text[text.index("<svg") :]
+    return re.sub(r"\s*<metadata>.*?</metadata>", "", text, flags=re.DOTALL)
 
 
 def _short(name: str, limit: int = 40) -> str:
@@ -90,6 +95,29 @@ def _series(epochs: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list
     return xs, ys
 
 
+def accuracy_floor(values: Sequence[float]) -> float:
+    """The accuracy axis' lower end in %: 10 points under the lowest value, rounded down to 10."""
+    if not values:
+        return 0.0
+    return max(0.0, math.floor((min(values) - 10.0) / 10.0) * 10.0)
+
+
+def _phase_bands(ax, epochs: Sequence[dict[str, Any]], labels: dict[str, str]) -> None:
+    """Name each phase's epochs over the plot ("new head", "fine-tuning"), the fine-tune shaded."""
+    start = 0
+    for i in range(1, len(epochs) + 1):
+        if i == len(epochs) or epochs[i].get("phase") != epochs[start].get("phase"):
+            phase = epochs[start].get("phase")
+            left, right = start + 0.5, i + 0.5
+            if phase == "finetune":
+                ax.axvspan(left, right, color=SWITCH_COLOR, alpha=0.07, linewidth=0)
+            name = labels.get(phase or "", phase or "")
+            if name:
+                ax.text((left + right) / 2, 1.0, name, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                        fontsize=9, color=SWITCH_COLOR, clip_on=False)
+            start = i
+
+
 def switch_index(epochs: Sequence[dict[str, Any]]) -> int | None:
     """1-based position of the first fine-tune epoch that follows a head epoch (the unfreeze)."""
     for i in range(1, len(epochs)):
@@ -102,24 +130,29 @@ def curves_svg(epochs: Sequence[dict[str, Any]], *, labels: dict[str, str]) -> s
     """Two panels (loss, accuracy) for one run. ``labels`` holds the translated texts:
     loss, accuracy, epoch, train, validation, unfreeze."""
     with matplotlib.rc_context(_RC):
-        fig = _figure(8.5, 3.0)
+        fig = _figure(10.0, 3.6)
         axes = fig.subplots(1, 2)
         switch = switch_index(epochs)
+        accuracies: list[float] = []
         for ax, (metric, title) in zip(axes, (("loss", labels["loss"]), ("acc", labels["accuracy"]))):
             for split, color, style in (("train", TRAIN_COLOR, "-"), ("val", VAL_COLOR, "--")):
                 xs, ys = _series(epochs, f"{split}_{metric}")
                 if metric == "acc":
                     ys = [y * 100 for y in ys]
-                ax.plot(xs, ys, style, color=color, marker="o", markersize=3,
+                    accuracies.extend(ys)
+                ax.plot(xs, ys, style, color=color, marker="o", markersize=4, linewidth=2,
                         label=labels["train"] if split == "train" else labels["validation"])
             if switch is not None:
                 ax.axvline(switch - 0.5, color=SWITCH_COLOR, linestyle=":", linewidth=1.2)
                 ax.annotate(labels["unfreeze"], xy=(switch - 0.5, 0), xycoords=("data", "axes fraction"),
-                            xytext=(3, 4), textcoords="offset points", color=SWITCH_COLOR, fontsize=8)
-            ax.set_title(title)
+                            xytext=(3, 4), textcoords="offset points", color=SWITCH_COLOR, fontsize=9)
+            _phase_bands(ax, epochs, labels)
+            ax.set_title(title, pad=18)
             ax.set_xlabel(labels["epoch"])
             if metric == "acc":
                 ax.set_ylabel("%")
+                if accuracies:
+                    ax.set_ylim(accuracy_floor(accuracies), 100.5)
             if epochs:
                 ax.set_xlim(0.5, len(epochs) + 0.5)
                 ax.xaxis.get_major_locator().set_params(integer=True)
@@ -131,18 +164,20 @@ def curves_svg(epochs: Sequence[dict[str, Any]], *, labels: dict[str, str]) -> s
 def compare_svg(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], *, labels: dict[str, str]) -> str:
     """Validation loss and accuracy of several runs overlaid (train loss thin and dotted)."""
     with matplotlib.rc_context(_RC):
-        fig = _figure(9.0, 3.4)
+        fig = _figure(10.0, 3.8)
         ax_loss, ax_acc = fig.subplots(1, 2)
         longest = 0
+        accuracies: list[float] = []
         for k, (name, epochs) in enumerate(runs):
             color = PALETTE[k % len(PALETTE)]
             longest = max(longest, len(epochs))
             xs, ys = _series(epochs, "val_loss")
-            ax_loss.plot(xs, ys, "-", color=color, marker="o", markersize=2.5, label=name)
+            ax_loss.plot(xs, ys, "-", color=color, marker="o", markersize=3.5, linewidth=2, label=name)
             xs, ys = _series(epochs, "train_loss")
             ax_loss.plot(xs, ys, ":", color=color, linewidth=1)
             xs, ys = _series(epochs, "val_acc")
-            ax_acc.plot(xs, [y * 100 for y in ys], "-", color=color, marker="o", markersize=2.5, label=name)
+            accuracies.extend(y * 100 for y in ys)
+            ax_acc.plot(xs, [y * 100 for y in ys], "-", color=color, marker="o", markersize=3.5, linewidth=2, label=name)
             switch = switch_index(epochs)
             if switch is not None:
                 for ax in (ax_loss, ax_acc):
@@ -150,13 +185,22 @@ def compare_svg(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], *, labels:
         ax_loss.set_title(labels["loss"])
         ax_acc.set_title(labels["accuracy"])
         ax_acc.set_ylabel("%")
+        if accuracies:
+            ax_acc.set_ylim(accuracy_floor(accuracies), 100.5)
         for ax in (ax_loss, ax_acc):
             ax.set_xlabel(labels["epoch"])
             ax.grid(alpha=0.25)
             if longest:
                 ax.set_xlim(0.5, longest + 0.5)
                 ax.xaxis.get_major_locator().set_params(integer=True)
-        ax_acc.legend(loc="best", frameon=False, fontsize=8)
+        # Every panel has its legend: the runs' colours; on the loss panel also what the dotted lines are.
+        from matplotlib.lines import Line2D
+
+        handles, names = ax_loss.get_legend_handles_labels()
+        handles.append(Line2D([], [], color=SWITCH_COLOR, linestyle=":", linewidth=1))
+        names.append(labels.get("dotted_train", "train"))
+        ax_loss.legend(handles, names, loc="best", frameon=False)
+        ax_acc.legend(loc="best", frameon=False)
         return _svg(fig)
 
 
@@ -169,8 +213,8 @@ def confusion_svg(
 ) -> str:
     """Rows are true classes, columns predicted; every non-empty cell links to ``cell_url(i, j)``."""
     k = len(class_names)
-    side = min(14.0, max(3.2, 0.32 * k + 1.8))
-    font = 8 if k <= 20 else (6 if k <= 50 else 4)
+    side = min(14.0, max(4.5, 0.4 * k + 2.2))
+    font = 11 if k <= 10 else (9 if k <= 20 else (6 if k <= 50 else 4))
     peak = max([max(row) for row in matrix if row] + [1])
     with matplotlib.rc_context(_RC):
         fig = _figure(side, side)

@@ -50,6 +50,8 @@ def run_validation_report(run: TrainingRun) -> dict | None:
 
 
 def per_class_rows(report: dict) -> list[dict]:
-    """Per-class precision/recall/f1/support rows, worst recall first."""
+    """Per-class precision/recall/f1/support rows in the confusion matrix's class order
+    (``report["classes"]``; classes it does not list follow by name)."""
     rows = [{"name": name, **values} for name, values in (report.get("per_class") or {}).items()]
-    return sorted(rows, key=lambda row: (row.get("recall", 0.0), row["name"]))
+    order = {name: i for i, name in enumerate(report.get("classes") or [])}
+    return sorted(rows, key=lambda row: (order.get(row["name"], len(order)), row["name"]))

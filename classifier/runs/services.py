@@ -140,6 +140,30 @@ def run_cancel(*, run: TrainingRun) -> TrainingRun:
     return run
 
 
+def run_resumable(run: TrainingRun) -> bool:
+    """A cancelled or failed run whose last epoch checkpoint is on disk can go on from there."""
+    if run.status not in (Status.CANCELLED, Status.FAILED) or not run.out_dir:
+        return False
+    return (Path(settings.RUNS_ROOT) / run.out_dir / CHECKPOINT_DIR / "last.json").is_file()
+
+
+def run_resume(*, run: TrainingRun) -> TrainingRun:
+    """cancelled | failed -> queued: the worker claims it as a further attempt and resumes from
+    the last saved epoch (``run_execute`` resumes whenever a checkpoint exists on attempt > 1)."""
+    if not run_resumable(run):
+        raise RunError(_("Run #%(id)s cannot be resumed: it has no saved epoch to go on from.") % {"id": run.pk})
+    updated = TrainingRun.objects.filter(pk=run.pk, status__in=(Status.CANCELLED, Status.FAILED)).update(
+        status=Status.QUEUED, cancel_requested=False, finished_at=None, heartbeat_at=None, worker="",
+        error="", traceback="", progress_detail={"stage": "queued", "resumed": True},
+    )
+    if updated != 1:
+        run.refresh_from_db()
+        raise RunError(_("Run #%(id)s cannot be resumed: it is %(status)s.") % {"id": run.pk, "status": run.get_status_display()})
+    transaction.on_commit(lambda: run_enqueue(run_id=run.pk))
+    run.refresh_from_db()
+    return run
+
+
 # ---------------------------------------------------------------------------------------------
 # The worker side
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from classifier.runs.forms import RunForm
 from classifier.versions import selectors as versions_selectors
 from classifier.versions import services as version_services
 from classifier.web.access import staff_required
+from classifier.web.names import class_display_name
 
 RUNS_PER_PAGE = 25
 GALLERY_LIMIT = 48
@@ -45,6 +46,9 @@ def chart_labels() -> dict[str, str]:
         "unfreeze": _("unfreeze"),
         "predicted": _("Predicted"),
         "true": _("True"),
+        "head": _("new head"),
+        "finetune": _("fine-tuning"),
+        "dotted_train": _("dotted: train loss"),
     }
 
 
@@ -189,9 +193,10 @@ def _confusion(run: TrainingRun, report: dict[str, Any]) -> str | None:
     def cell_url(i: int, j: int) -> str:
         return f"{base}?{urlencode({'true': classes[i], 'pred': classes[j]})}"
 
+    names = [class_display_name(name) for name in classes]
     svg = charts.cached_svg(
-        "confusion", str(run.pk), {"matrix": matrix, "classes": classes},
-        lambda: charts.confusion_svg(matrix, classes, cell_url=cell_url, labels=chart_labels()),
+        "confusion", str(run.pk), {"matrix": matrix, "classes": names},
+        lambda: charts.confusion_svg(matrix, names, cell_url=cell_url, labels=chart_labels()),
     )
     return mark_safe(svg)  # noqa: S308
 
@@ -216,6 +221,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "notes": (run.result or {}).get("notes", []),
             "promotion": (run.result or {}).get("promotion"),
             "calibration": (run.result or {}).get("calibration"),
+            "resumable": request.user.is_staff and run_services.run_resumable(run),
         }
     )
     return render(request, "classifier/runs/detail.html", context)
@@ -285,6 +291,19 @@ def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, _("Run #%(id)s is cancelled.") % {"id": run.pk})
         else:
             messages.info(request, _("Run #%(id)s stops after its current batch and keeps a checkpoint.") % {"id": run.pk})
+    return redirect(run)
+
+
+@staff_required
+@require_POST
+def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _get_run(pk)
+    try:
+        run = run_services.run_resume(run=run)
+    except run_services.RunError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("Run #%(id)s is queued again and goes on from its last saved epoch.") % {"id": run.pk})
     return redirect(run)
 
 

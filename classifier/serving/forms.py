@@ -1,6 +1,7 @@
 """Forms of the classify page: the photo upload and the "Wrong breed?" correction.
 
-Imports nothing of classifier/ or training/ (Django and libraries only).
+Imports classifier.models and classifier.web.names (display names of breeds) besides Django;
+nothing of training/.
 """
 
 from __future__ import annotations
@@ -8,11 +9,8 @@ from __future__ import annotations
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-
-def readable_label(name: str) -> str:
-    """ "golden_retriever" -> "Golden retriever"; ImageNet's "golden retriever" -> "Golden retriever"."""
-    text = " ".join(str(name).replace("_", " ").split())
-    return text[:1].upper() + text[1:]
+from classifier.models import Feedback
+from classifier.web.names import class_display_name, readable_label  # noqa: F401  (readable_label: re-exported)
 
 
 class ClassifyForm(forms.Form):
@@ -43,5 +41,7 @@ class FeedbackForm(forms.Form):
 
     def __init__(self, *args, class_names: list[str], **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        choices = sorted(((name, readable_label(name)) for name in class_names), key=lambda c: c[1].lower())
-        self.fields["correct_label"].choices = [("", _("Choose…")), *choices]
+        choices = sorted(((name, class_display_name(name)) for name in class_names), key=lambda c: c[1].lower())
+        self.fields["correct_label"].choices = [
+            ("", _("Choose…")), *choices, (Feedback.OTHER_LABEL, _("Another breed, or not a dog")),
+        ]

@@ -262,7 +262,7 @@ def feedback_create(*, prediction: Prediction, correct_label: str, user=None) ->
         known = list(prediction.model_version.class_names)
     if not label:
         raise FeedbackError(_("Choose the right breed."))
-    if label not in known:
+    if label not in known and label != Feedback.OTHER_LABEL:
         raise FeedbackError(_("“%(label)s” is not a breed this model knows.") % {"label": label[:100]})
     if not prediction.image:
         raise FeedbackError(_("This prediction has no stored photo to correct."))

@@ -26,14 +26,15 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from PIL import Image
 
-from classifier.models import Prediction
+from classifier.models import Feedback, Prediction
 from classifier.serving import cache as inference
 from classifier.serving import ratelimit
 from classifier.serving.calibration import DOG, NOT_DOG
-from classifier.serving.forms import ClassifyForm, FeedbackForm, readable_label
+from classifier.serving.forms import ClassifyForm, FeedbackForm
 from classifier.serving.imaging import ImageRejected
 from classifier.serving.services import FeedbackError, ServerBusy, feedback_create, prediction_create
 from classifier.versions import selectors as versions_selectors
+from classifier.web.names import class_display_name, version_display_name
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def _visible_prediction(request: HttpRequest, pk: int) -> Prediction:
 
 def _bars(items: list[dict]) -> list[dict]:
     return [
-        {"label": item["label"], "name": readable_label(item["label"]), "score": item["score"], "percent": round(100 * item["score"], 1)}
+        {"label": item["label"], "name": class_display_name(item["label"]), "score": item["score"], "percent": round(100 * item["score"], 1)}
         for item in items
     ]
 
@@ -71,6 +72,7 @@ def result_context(prediction: Prediction) -> dict:
     predictions = _bars(result.get("predictions", []))
     class_names = result.get("class_names") or []
     verdict = result.get("verdict", DOG)
+    correction = prediction.feedback.order_by("created_at").first() if prediction.pk else None
     return {
         "prediction": prediction,
         "verdict": verdict,
@@ -79,14 +81,29 @@ def result_context(prediction: Prediction) -> dict:
         "top": predictions[0] if predictions and verdict == DOG else None,
         "predictions": predictions,
         "base_predictions": _bars(result.get("base_predictions", [])),
-        "model_name": result.get("model_name"),
+        "model_name": version_display_name(result["model_name"]) if result.get("model_name") else None,
         "backbone": result.get("backbone"),
         "engine": result.get("engine"),
         "dog_percent": round(100 * result["dog_mass"], 1) if result.get("dog_mass") is not None else None,
         "has_model": prediction.model_version_id is not None,
         "is_builtin": bool(result.get("builtin")),
-        "feedback_form": FeedbackForm(class_names=class_names) if class_names and prediction.image else None,
+        "feedback_form": FeedbackForm(class_names=class_names) if class_names and prediction.image and not correction else None,
+        "correction": correction,
+        "correction_name": _correction_name(correction) if correction else None,
     }
+
+
+def _correction_name(correction) -> str:
+    if correction.correct_label == Feedback.OTHER_LABEL:
+        return _("another breed, or not a dog")
+    return class_display_name(correction.correct_label)
+
+
+def _known_breeds(active) -> list[str]:
+    """The active model's classes as people read them, in alphabetical order."""
+    if active is None:
+        return []
+    return sorted((class_display_name(name) for name in active.class_names or []), key=str.lower)
 
 
 def _page(request: HttpRequest, *, form: ClassifyForm, status: int = 200, error: str | None = None, prediction=None) -> HttpResponse:
@@ -95,6 +112,7 @@ def _page(request: HttpRequest, *, form: ClassifyForm, status: int = 200, error:
         "form": form,
         "active_model": active,
         "active_subset": versions_selectors.model_within_builtin(active) if active is not None else None,
+        "known_breeds": _known_breeds(active),
         "error": error,
     }
     if prediction is not None:
@@ -218,23 +236,23 @@ def prediction_feedback(request: HttpRequest, pk: int) -> HttpResponse:
     """ "Wrong breed?": store the right breed for this photo."""
     prediction = _visible_prediction(request, pk)
     form = FeedbackForm(request.POST, class_names=list((prediction.result or {}).get("class_names") or []))
+    error = None
     if not form.is_valid():
-        messages.error(request, _("Choose one of the breeds in the list."))
-        return redirect("classifier:prediction_detail", pk=pk)
-    limit = ratelimit.hit(request, "feedback", rate=settings.BREEDLAB_FEEDBACK_RATE_LIMIT)
-    if not limit.allowed:
-        messages.error(request, _("Too many corrections from you right now; try again in %(seconds)s s.") % {"seconds": limit.retry_after})
-        response = redirect("classifier:prediction_detail", pk=pk)
-        response["Retry-After"] = str(limit.retry_after)
-        return response
-    try:
-        feedback_create(prediction=prediction, correct_label=form.cleaned_data["correct_label"], user=request.user)
-    except FeedbackError as exc:
-        messages.error(request, str(exc))
+        error = _("Choose one of the breeds in the list.")
     else:
-        messages.success(
-            request,
-            _("Thank you: once staff have checked it, this photo is stored as a %(breed)s for the next dataset version.")
-            % {"breed": readable_label(form.cleaned_data["correct_label"])},
-        )
+        limit = ratelimit.hit(request, "feedback", rate=settings.BREEDLAB_FEEDBACK_RATE_LIMIT)
+        if not limit.allowed:
+            messages.error(request, _("Too many corrections from you right now; try again in %(seconds)s s.") % {"seconds": limit.retry_after})
+            response = redirect("classifier:prediction_detail", pk=pk)
+            response["Retry-After"] = str(limit.retry_after)
+            return response
+        try:
+            feedback_create(prediction=prediction, correct_label=form.cleaned_data["correct_label"], user=request.user)
+        except FeedbackError as exc:
+            error = str(exc)
+    if _is_fetch(request):  # classify.js: the result fragment again, with the thanks (or the error)
+        context = {"form": ClassifyForm(), "feedback_error": error, **result_context(prediction)}
+        return render(request, "classifier/serving/_classify_result.html", context, status=400 if error else 200)
+    if error:
+        messages.error(request, error)
     return redirect(reverse("classifier:prediction_detail", args=[pk]))

@@ -13,6 +13,14 @@
   var result = document.getElementById("result");
   var button = document.getElementById("classify-button");
   var previewUrl = null;
+  // The loading state: a spinner and a sentence in the result's place while the photo is classified.
+  var loadingTemplate = document.getElementById("classify-loading");
+  var loadingHtml = "";
+  if (loadingTemplate) {
+    loadingTemplate.hidden = false;
+    loadingHtml = loadingTemplate.outerHTML;
+    loadingTemplate.parentNode.removeChild(loadingTemplate);
+  }
 
   // The camera input only where a camera exists (a phone, or a computer with a webcam).
   var cameraLabel = document.querySelector("label.camera-label");
@@ -79,13 +87,33 @@
     if (!(picker.files.length || (camera && camera.files.length))) return; // let the server say what is missing
     e.preventDefault();
     button.disabled = true;
+    form.classList.add("busy");
     status.textContent = form.dataset.sending || "…";
+    result.setAttribute("aria-busy", "true");
+    if (loadingHtml) result.innerHTML = loadingHtml;
     fetch(form.action, { method: "POST", body: new FormData(form), headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" })
       .then(function (response) { return response.text(); })
-      .then(function (html) { result.innerHTML = html; status.textContent = ""; bindHeatmaps(); })
+      .then(function (html) { result.innerHTML = html; status.textContent = ""; bindResult(); })
       .catch(function () { form.submit(); })
-      .finally(function () { button.disabled = false; });
+      .finally(function () { button.disabled = false; form.classList.remove("busy"); result.removeAttribute("aria-busy"); });
   });
+
+  // "Wrong breed?": sent without leaving the page; the answer replaces the form with the thanks.
+  function bindFeedback() {
+    var feedback = document.getElementById("feedback-form");
+    if (!feedback) return;
+    feedback.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var send = feedback.querySelector("[type=submit]");
+      if (send) send.disabled = true;
+      fetch(feedback.action, { method: "POST", body: new FormData(feedback), headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" })
+        .then(function (response) { return response.text(); })
+        .then(function (html) { result.innerHTML = html; bindResult(); })
+        .catch(function () { feedback.submit(); });
+    });
+  }
+
+  function bindResult() { bindHeatmaps(); bindFeedback(); }
 
   function bindHeatmaps() {
     var links = result.querySelectorAll("a[data-heatmap-target]");
@@ -99,5 +127,5 @@
       });
     });
   }
-  bindHeatmaps();
+  bindResult();
 })();

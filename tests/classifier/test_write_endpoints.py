@@ -45,6 +45,7 @@ WRITES: dict[str, Write] = {
     "classifier:run_new": Write("staff-page"),
     "classifier:run_cancel": Write("staff-page"),
     "classifier:run_rerun": Write("staff-page"),
+    "classifier:run_resume": Write("staff-page"),
     "classifier:run_promote": Write("staff-page"),
     "classifier:model_promote": Write("staff-page"),
     "classifier:model_rollback": Write("staff-page"),

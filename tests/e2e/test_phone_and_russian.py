@@ -29,7 +29,8 @@ SCREENSHOTS = os.environ.get("BREEDLAB_SCREENSHOTS_DIR")
 # own names (user, dataset, breeds as stored folder names).
 ALLOWED_LATIN = re.compile(
     r"^(Breedlab|EfficientNet-Lite\d|EfficientNet-B0|ResNet-\d+|MobileNet\S*|ImageNet|CIFAR-\d+|SGD|AdamW?|AdaGrad|"
-    r"RMSProp|GPU|CPU|F1|Top-5|top-5|JPEG|PNG|ZIP|EN|RU|API|JSON|px|batch-norm|x0\.5|e2e-staff|journey-dogs\S*|"
+    r"RMSProp|GPU|CPU|F1|Top-5|top-5|JPEG|PNG|ZIP|EN|RU|API|JSON|px|batch-norm|x0\.5|e2e-staff|journey-dogs\S*|Journey|"
+    r"Ctrl|English|"
     r"efficientnet_lite\d|cifar10_resnet20|dogs\S*|run\d+|v\d+|" + "|".join(JOURNEY_BREEDS) + r")$",
     re.IGNORECASE,
 )
@@ -38,7 +39,7 @@ TEXT_NODES = """() => {
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   while (walker.nextNode()) {
     const node = walker.currentNode, parent = node.parentElement;
-    if (!parent || parent.closest('script, style, code, pre, [hidden], svg title')) continue;
+    if (!parent || parent.closest('script, style, noscript, code, pre, [hidden], svg title')) continue;
     const style = getComputedStyle(parent);
     if (style.display === 'none' || style.visibility === 'hidden') continue;
     const text = node.textContent.trim();
@@ -58,7 +59,7 @@ def english_words(texts: list[str]) -> list[str]:
     found = []
     for text in texts:
         for word in re.findall(r"[A-Za-z][A-Za-z0-9_.\-]*[A-Za-z0-9]", text):
-            if len(word) >= 3 and not ALLOWED_LATIN.match(word) and not re.fullmatch(r"[A-Za-z]?\d+\S*", word):
+            if len(word) >= 3 and not ALLOWED_LATIN.match(word) and not re.fullmatch(r"[A-Za-z]?\d+\S*|[eE]-?\d+", word):
                 found.append(f"{word!r} in {text[:80]!r}")
     return found
 

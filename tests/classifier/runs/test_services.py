@@ -364,3 +364,35 @@ def test_the_soft_time_limit_fails_the_run_with_that_reason(make_dataset, monkey
     assert run_services.run_execute(run_id=run.pk) == Status.FAILED
     run.refresh_from_db()
     assert run.error == "The run exceeded its time limit and was stopped." and "SoftTimeLimitExceeded" in run.traceback
+
+
+# ---- resume -------------------------------------------------------------------------------------------
+def _with_checkpoint(settings, run) -> TrainingRun:
+    run.out_dir = f"run-{run.pk}"
+    run.save()
+    folder = Path(settings.RUNS_ROOT) / run.out_dir / "checkpoint"
+    folder.mkdir(parents=True)
+    (folder / "last.json").write_text("{}")
+    return run
+
+
+def test_a_cancelled_run_with_a_checkpoint_is_queued_again_to_resume(
+    make_run, settings, enqueued, django_capture_on_commit_callbacks
+):
+    run = _with_checkpoint(settings, make_run(status=Status.CANCELLED, attempts=1, cancel_requested=True, error="x"))
+    assert run_services.run_resumable(run)
+    with django_capture_on_commit_callbacks(execute=True):
+        run = run_services.run_resume(run=run)
+    assert run.status == Status.QUEUED and not run.cancel_requested and run.error == "" and run.finished_at is None
+    assert [call["args"] for call in enqueued] == [[run.pk]]
+    claimed = run_services.run_claim(run_id=run.pk, worker="w")
+    assert claimed.attempts == 2  # run_execute resumes: attempt > 1 and the checkpoint exists
+
+
+def test_a_run_without_a_checkpoint_or_still_running_cannot_be_resumed(make_run, settings):
+    no_checkpoint = make_run(status=Status.FAILED, out_dir="run-x")
+    assert not run_services.run_resumable(no_checkpoint)
+    with pytest.raises(run_services.RunError, match="cannot be resumed"):
+        run_services.run_resume(run=no_checkpoint)
+    running = _with_checkpoint(settings, make_run(status=Status.RUNNING, attempts=1))
+    assert not run_services.run_resumable(running)

@@ -95,6 +95,32 @@ def test_wrong_breed_stores_a_correction(client, active_model, held_out_photos):
     assert feedback.prediction == prediction and feedback.correct_label == "pug"
 
 
+def test_the_page_lists_the_breeds_the_active_model_knows(client, active_model):
+    html = client.get("/").content.decode()
+    assert 'id="known-breeds"' in html
+    for name in active_model.class_names:
+        assert f"<li>{name.replace('_', ' ').capitalize()}</li>" in html
+
+
+def test_wrong_breed_offers_every_breed_and_another_breed_and_is_sent_once(client, active_model, held_out_photos):
+    client.post("/", {"image": upload(held_out_photos["beagle"][0])})
+    prediction = Prediction.objects.get()
+    html = client.get(f"/predictions/{prediction.pk}/").content.decode()
+    for name in active_model.class_names:
+        assert f'<option value="{name}">' in html
+    assert '<option value="__other__">Another breed, or not a dog</option>' in html
+    # Sent through classify.js: the fragment comes back with the thanks instead of the form.
+    response = client.post(
+        f"/predictions/{prediction.pk}/feedback/", {"correct_label": "__other__"}, headers={"X-Requested-With": "fetch"}
+    )
+    fragment = response.content.decode()
+    assert response.status_code == 200 and 'id="feedback-thanks"' in fragment and 'id="feedback-form"' not in fragment
+    assert Feedback.objects.get().correct_label == Feedback.OTHER_LABEL
+    # Not re-sendable from the page: it shows the thanks instead of the form.
+    html = client.get(f"/predictions/{prediction.pk}/").content.decode()
+    assert 'id="feedback-form"' not in html and 'id="feedback-thanks"' in html
+
+
 def test_a_correction_must_be_a_breed_the_model_knows(client, active_model, held_out_photos):
     client.post("/", {"image": upload(held_out_photos["beagle"][0])})
     prediction = Prediction.objects.get()
