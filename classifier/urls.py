@@ -43,6 +43,8 @@ urlpatterns = [
     path("models/", versions.model_list, name="model_list"),
     path("models/<int:pk>/promote/", versions.model_promote, name="model_promote"),
     path("models/rollback/", versions.model_rollback, name="model_rollback"),
+    path("models/import/", versions.model_import, name="model_import"),
+    path("models/<int:pk>/export/", versions.model_export, name="model_export"),
     path("datasets/", datasets.dataset_list, name="dataset_list"),
     path("datasets/new/", datasets.dataset_create, name="dataset_create"),
     path("datasets/<int:pk>/", datasets.dataset_detail, name="dataset_detail"),
@@ -65,6 +67,8 @@ api_urlpatterns = [
     path("models", versions_api.ModelListView.as_view(), name="model_list"),
     path("models/rollback", versions_api.ModelRollbackView.as_view(), name="model_rollback"),
     path("models/<int:pk>/promote", versions_api.ModelPromoteView.as_view(), name="model_promote"),
+    path("models/<int:pk>/export", versions_api.ModelExportView.as_view(), name="model_export"),
+    path("models/import", versions_api.ModelImportView.as_view(), name="model_import"),
     path("openapi.json", SpectacularAPIView.as_view(renderer_classes=[OpenApiJsonRenderer, OpenApiJsonRenderer2]), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

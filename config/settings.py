@@ -237,6 +237,8 @@ BREEDLAB_MAX_RUN_ATTEMPTS = env_int("BREEDLAB_MAX_RUN_ATTEMPTS", 2, minimum=1)
 BREEDLAB_IMPORT_TIMEOUT = env_int("BREEDLAB_IMPORT_TIMEOUT", 7200, minimum=60)
 # Dataset photos (thumbnails, confusion-matrix cells) for everyone, or for staff only.
 BREEDLAB_PUBLIC_DATASET_IMAGES = env_bool("BREEDLAB_PUBLIC_DATASET_IMAGES", True)
+# Exported model archives (ONNX + weights + model card) for everyone, or for staff only.
+BREEDLAB_PUBLIC_MODEL_EXPORT = env_bool("BREEDLAB_PUBLIC_MODEL_EXPORT", False)
 BREEDLAB_HEALTH_TIMEOUT = env_float("BREEDLAB_HEALTH_TIMEOUT", 1.0, minimum=0.05, maximum=30)
 
 # Serving (classifier/serving/cache.py). Threads per inference call: gunicorn runs WEB_CONCURRENCY
