@@ -239,6 +239,9 @@ BREEDLAB_IMPORT_TIMEOUT = env_int("BREEDLAB_IMPORT_TIMEOUT", 7200, minimum=60)
 BREEDLAB_PUBLIC_DATASET_IMAGES = env_bool("BREEDLAB_PUBLIC_DATASET_IMAGES", True)
 # Exported model archives (ONNX + weights + model card) for everyone, or for staff only.
 BREEDLAB_PUBLIC_MODEL_EXPORT = env_bool("BREEDLAB_PUBLIC_MODEL_EXPORT", False)
+# Deleted runs, dataset versions and model versions keep their files this many hours (they can be
+# restored meanwhile); the periodic purge (celery beat) then removes files and rows.
+BREEDLAB_DELETE_GRACE_HOURS = env_float("BREEDLAB_DELETE_GRACE_HOURS", 24.0, minimum=0)
 BREEDLAB_HEALTH_TIMEOUT = env_float("BREEDLAB_HEALTH_TIMEOUT", 1.0, minimum=0.05, maximum=30)
 
 # Serving (classifier/serving/cache.py). Threads per inference call: gunicorn runs WEB_CONCURRENCY
@@ -272,4 +275,5 @@ LOGGING = {
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-runs": {"task": "classifier.tasks.reap_stale_runs", "schedule": 60.0},
     "reap-interrupted-imports": {"task": "classifier.tasks.reap_interrupted_imports", "schedule": 600.0},
+    "purge-deleted": {"task": "classifier.tasks.purge_deleted", "schedule": 900.0},
 }

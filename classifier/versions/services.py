@@ -102,6 +102,8 @@ def _announce(version_id: int, promoted_at) -> None:
 
 def model_promote(*, version: ModelVersion, user=None) -> ModelVersion:
     """Make ``version`` the one that serves, in one transaction."""
+    if version.deleted_at is not None:
+        raise VersionError(_("%(version)s was deleted; restore it on the storage page before promoting it.") % {"version": version})
     if not model_files_present(version):
         raise VersionError(_("The files of %(version)s are missing from the runs folder; it cannot serve.") % {"version": version})
     by = user if getattr(user, "is_authenticated", False) else None
@@ -124,7 +126,8 @@ def model_promote(*, version: ModelVersion, user=None) -> ModelVersion:
 def model_rollback(*, user=None) -> ModelVersion:
     """Serve again the version that was active before the current one."""
     previous = (
-        ModelVersion.objects.filter(is_active=False, promoted_at__isnull=False).order_by("-promoted_at", "-id").first()
+        ModelVersion.objects.filter(is_active=False, promoted_at__isnull=False, deleted_at__isnull=True)
+        .order_by("-promoted_at", "-id").first()
     )
     if previous is None:
         raise VersionError(_("No earlier version has served; there is nothing to roll back to."))
