@@ -65,6 +65,28 @@ def item_folder(obj) -> Path | None:
     return model_folder(obj)
 
 
+def export_files(version_ids) -> list[Path]:
+    """Archives built for these model versions' downloads (versions.services.model_export's cache)."""
+    folder = Path(settings.BREEDLAB_SERVING_CACHE_DIR) / "exports"
+    return [p for pk in version_ids for p in sorted(folder.glob(f"model-{int(pk)}-*.zip"))]
+
+
+def item_paths(obj) -> list[Path]:
+    """Everything deleting ``obj`` removes: its folder and the cached export archives of its model version(s)."""
+    folder = item_folder(obj)
+    if isinstance(obj, TrainingRun):
+        versions = ModelVersion.objects.filter(run=obj).values_list("pk", flat=True)
+    elif isinstance(obj, ModelVersion):
+        versions = [obj.pk]
+    else:
+        versions = []
+    return ([folder] if folder is not None else []) + export_files(versions)
+
+
+def item_bytes(obj) -> int:
+    return sum(folder_bytes(p) for p in item_paths(obj))
+
+
 def purge_after(deleted_at: datetime) -> datetime:
     return deleted_at + timedelta(hours=settings.BREEDLAB_DELETE_GRACE_HOURS)
 
@@ -123,7 +145,7 @@ def storage_items() -> dict[str, list[Item]]:
         items = []
         for obj in rows[kind]:
             deleted = obj.deleted_at
-            items.append(Item(kind, obj, _label(kind, obj), folder_bytes(item_folder(obj)), deleted,
+            items.append(Item(kind, obj, _label(kind, obj), item_bytes(obj), deleted,
                               purge_after(deleted) if deleted else None, "" if deleted else (deletion_blocker(obj) or "")))
         out[kind] = sorted(items, key=lambda i: -i.bytes)
     return out

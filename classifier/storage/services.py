@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from classifier.models import Dataset, ModelVersion, TrainingRun
-from classifier.storage.selectors import deletion_blocker, folder_bytes, item_folder, purge_after
+from classifier.storage.selectors import deletion_blocker, folder_bytes, item_bytes, item_paths, purge_after
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def item_delete(*, obj, user=None) -> int:
         type(obj).objects.filter(pk=obj.pk).update(deleted_at=now)
         if isinstance(obj, TrainingRun):  # its model version goes with it (the files are the run's)
             ModelVersion.objects.filter(run=obj, deleted_at__isnull=True).update(deleted_at=now)
-    size = folder_bytes(item_folder(obj))
+    size = item_bytes(obj)
     log.info("%s %s deleted by %s (%d bytes, purged after %s)", type(obj).__name__, obj.pk, getattr(user, "pk", None), size,
              purge_after(now))
     return size
@@ -61,13 +61,13 @@ def item_restore(*, obj) -> None:
 
 
 def _remove(obj) -> int:
-    folder = item_folder(obj)
-    size = folder_bytes(folder)
-    if folder is not None and (folder.exists() or folder.is_symlink()):
-        if folder.is_symlink() or folder.is_file():
-            folder.unlink()
-        else:
-            shutil.rmtree(folder)
+    size = 0
+    for path in item_paths(obj):
+        size += folder_bytes(path)
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.exists():
+            shutil.rmtree(path)
     return size
 
 

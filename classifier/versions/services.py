@@ -238,7 +238,7 @@ def model_import(*, archive: Path, user=None) -> ModelVersion:
         card_dataset = (result.card or {}).get("dataset") or {}
         metrics["imported"] = True
         metrics["imported_dataset"] = {k: v for k, v in card_dataset.items() if isinstance(v, (str, int, float))}
-        name = str((result.card or {}).get("name") or result.meta["backbone"])[:180]
+        name = str((result.card or {}).get("name") or result.meta["backbone"]).removesuffix(" (imported)")[:180]
         with transaction.atomic():
             version = ModelVersion.objects.create(
                 name=f"{name} (imported)", backbone=result.meta["backbone"], path="",

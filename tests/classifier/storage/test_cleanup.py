@@ -88,12 +88,18 @@ def test_a_dataset_version_is_deleted_only_when_no_run_uses_it(make_dataset, fin
     assert not (Path(settings.DATASETS_ROOT) / "dogs" / "v1").exists() and not Dataset.objects.filter(pk=dataset.pk).exists()
 
 
-def test_model_versions_active_or_builtin_stay_an_imported_one_takes_its_folder(db, settings):
+def test_model_versions_active_or_builtin_stay_an_imported_one_takes_its_folder_and_exports(db, settings, tmp_path):
+    settings.BREEDLAB_SERVING_CACHE_DIR = tmp_path / "serving"
     builtin = ModelVersion.objects.get(kind=ModelVersion.Kind.BUILTIN)
     with pytest.raises(services.StorageError):
         services.item_delete(obj=builtin)
     imported = ModelVersion.objects.create(name="x (imported)", backbone="efficientnet_lite0", path="imported/1")
     size = _fill(Path(settings.RUNS_ROOT) / "imported" / "1")
+    exports = tmp_path / "serving" / "exports"
+    exports.mkdir(parents=True)
+    (exports / f"model-{imported.pk}-0123abcd.zip").write_bytes(b"z" * 5000)
+    (exports / f"model-{imported.pk + 1}-0123abcd.zip").write_bytes(b"other")
+    size += 5000
     imported.is_active = True
     ModelVersion.objects.filter(is_active=True).update(is_active=False)
     imported.save()
@@ -109,6 +115,7 @@ def test_model_versions_active_or_builtin_stay_an_imported_one_takes_its_folder(
     settings.BREEDLAB_DELETE_GRACE_HOURS = 0
     assert services.purge_deleted()["bytes"] == size
     assert not (Path(settings.RUNS_ROOT) / "imported" / "1").exists()
+    assert [p.name for p in exports.iterdir()] == [f"model-{imported.pk + 1}-0123abcd.zip"]
 
 
 def test_restore_within_the_grace_period_brings_it_back(finished_run):
