@@ -72,6 +72,7 @@ class StorageRestoreView(APIView):
                    responses={200: OpenApiResponse(description='{"restored": true}'),
                               409: OpenApiResponse(description='{"error": ...}')})
     def post(self, request: Request, kind: str, pk: int) -> Response:
+        request.data  # noqa: B018 - parse the body first: an oversized one is refused before any lookup
         obj = _lookup(kind, pk)
         if obj is None:
             return error_response(_("Unknown kind; use run, dataset or model."), status.HTTP_404_NOT_FOUND)

@@ -45,6 +45,7 @@ def storage(request: HttpRequest) -> HttpResponse:
 @staff_required
 @require_POST
 def item_delete(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
+    request.POST  # noqa: B018 - read the body first: an oversized one is refused (400) before any lookup
     obj = get_item(kind, pk)
     try:
         size = storage_services.item_delete(obj=obj, user=request.user)
@@ -59,6 +60,7 @@ def item_delete(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
 @staff_required
 @require_POST
 def item_restore(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
+    request.POST  # noqa: B018 - read the body first: an oversized one is refused (400) before any lookup
     try:
         storage_services.item_restore(obj=get_item(kind, pk))
     except storage_services.StorageError as exc:

@@ -100,4 +100,5 @@ def model_import(request: HttpRequest) -> HttpResponse:
             else:
                 messages.success(request, _("%(name)s was imported; promote it to make it serve.") % {"name": version.name})
                 return redirect("classifier:model_list")
+        return render(request, "classifier/versions/import.html", {}, status=400)
     return render(request, "classifier/versions/import.html", {})
