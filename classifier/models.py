@@ -43,6 +43,10 @@ class Dataset(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, verbose_name=_("created by")
     )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    deleted_at = models.DateTimeField(
+        _("deleted"), null=True, blank=True, db_index=True,
+        help_text=_("Set when staff delete it; its files are removed after the grace period."),
+    )
 
     class Meta:
         ordering = ["name", "-version"]
@@ -101,6 +105,10 @@ class TrainingRun(models.Model):
     result = models.JSONField(_("result"), default=dict, blank=True)
     error = models.TextField(_("error"), blank=True)
     traceback = models.TextField(_("traceback"), blank=True)
+    deleted_at = models.DateTimeField(
+        _("deleted"), null=True, blank=True, db_index=True,
+        help_text=_("Set when staff delete it; its files are removed after the grace period."),
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -191,6 +199,10 @@ class ModelVersion(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
         verbose_name=_("promoted by"),
+    )
+    deleted_at = models.DateTimeField(
+        _("deleted"), null=True, blank=True, db_index=True,
+        help_text=_("Set when staff delete it; its files are removed after the grace period."),
     )
 
     class Meta:

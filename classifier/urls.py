@@ -3,7 +3,8 @@
 api modules are wired here and nowhere else.
 
 Imports classifier.datasets.api, classifier.datasets.views, classifier.runs.api,
-classifier.runs.views, classifier.serving.api, classifier.serving.views, classifier.versions.api,
+classifier.runs.views, classifier.serving.api, classifier.serving.views, classifier.storage.api,
+classifier.storage.views, classifier.versions.api,
 classifier.versions.views, classifier.web.health (besides Django and libraries); never another
 domain's views or api.
 """
@@ -18,6 +19,8 @@ from classifier.runs import api as runs_api
 from classifier.runs import views as runs
 from classifier.serving import api as serving_api
 from classifier.serving import views as classify
+from classifier.storage import api as storage_api
+from classifier.storage import views as storage
 from classifier.versions import api as versions_api
 from classifier.versions import views as versions
 from classifier.web import health
@@ -44,6 +47,11 @@ urlpatterns = [
     path("models/", versions.model_list, name="model_list"),
     path("models/<int:pk>/promote/", versions.model_promote, name="model_promote"),
     path("models/rollback/", versions.model_rollback, name="model_rollback"),
+    path("models/import/", versions.model_import, name="model_import"),
+    path("storage/", storage.storage, name="storage"),
+    path("storage/<str:kind>/<int:pk>/delete/", storage.item_delete, name="storage_delete"),
+    path("storage/<str:kind>/<int:pk>/restore/", storage.item_restore, name="storage_restore"),
+    path("models/<int:pk>/export/", versions.model_export, name="model_export"),
     path("datasets/", datasets.dataset_list, name="dataset_list"),
     path("datasets/new/", datasets.dataset_create, name="dataset_create"),
     path("datasets/<int:pk>/", datasets.dataset_detail, name="dataset_detail"),
@@ -66,6 +74,11 @@ api_urlpatterns = [
     path("models", versions_api.ModelListView.as_view(), name="model_list"),
     path("models/rollback", versions_api.ModelRollbackView.as_view(), name="model_rollback"),
     path("models/<int:pk>/promote", versions_api.ModelPromoteView.as_view(), name="model_promote"),
+    path("models/<int:pk>/export", versions_api.ModelExportView.as_view(), name="model_export"),
+    path("models/import", versions_api.ModelImportView.as_view(), name="model_import"),
+    path("storage", storage_api.StorageView.as_view(), name="storage"),
+    path("storage/<str:kind>/<int:pk>", storage_api.StorageItemView.as_view(), name="storage_item"),
+    path("storage/<str:kind>/<int:pk>/restore", storage_api.StorageRestoreView.as_view(), name="storage_restore"),
     path("openapi.json", SpectacularAPIView.as_view(renderer_classes=[OpenApiJsonRenderer, OpenApiJsonRenderer2]), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

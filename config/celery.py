@@ -10,7 +10,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("breedlab")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # Each domain keeps its tasks in its own package (classifier/<domain>/tasks.py).
-app.autodiscover_tasks(["classifier.datasets", "classifier.runs", "classifier.serving", "classifier.web"])
+app.autodiscover_tasks(["classifier.datasets", "classifier.runs", "classifier.serving", "classifier.storage", "classifier.web"])
 
 
 @worker_ready.connect

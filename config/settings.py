@@ -258,6 +258,11 @@ BREEDLAB_ANONYMOUS_RETENTION_DAYS = env_int("BREEDLAB_ANONYMOUS_RETENTION_DAYS",
 # Failed logins per client address (and per user name) before login is refused for the window.
 BREEDLAB_LOGIN_FAILURES = env_int("BREEDLAB_LOGIN_FAILURES", 10, minimum=1)
 BREEDLAB_LOGIN_WINDOW_SECONDS = env_int("BREEDLAB_LOGIN_WINDOW_SECONDS", 900, minimum=10)
+# Exported model archives (ONNX + weights + model card) for everyone, or for staff only.
+BREEDLAB_PUBLIC_MODEL_EXPORT = env_bool("BREEDLAB_PUBLIC_MODEL_EXPORT", False)
+# Deleted runs, dataset versions and model versions keep their files this many hours (they can be
+# restored meanwhile); the periodic purge (celery beat) then removes files and rows.
+BREEDLAB_DELETE_GRACE_HOURS = env_float("BREEDLAB_DELETE_GRACE_HOURS", 24.0, minimum=0)
 BREEDLAB_HEALTH_TIMEOUT = env_float("BREEDLAB_HEALTH_TIMEOUT", 1.0, minimum=0.05, maximum=30)
 # Workers write a heartbeat this often (classifier/web/heartbeat.py); /api/health reads it.
 BREEDLAB_WORKER_HEARTBEAT_SECONDS = env_int("BREEDLAB_WORKER_HEARTBEAT_SECONDS", 15, minimum=1, maximum=600)
@@ -309,4 +314,5 @@ CELERY_BEAT_SCHEDULE = {
     "reap-interrupted-imports": {"task": "classifier.tasks.reap_interrupted_imports", "schedule": 600.0},
     "purge-anonymous-predictions": {"task": "classifier.tasks.purge_anonymous_predictions", "schedule": 3600.0},
     "clear-sessions": {"task": "classifier.tasks.clear_sessions", "schedule": 86400.0},
+    "purge-deleted": {"task": "classifier.tasks.purge_deleted", "schedule": 900.0},
 }

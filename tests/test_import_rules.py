@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOMAINS = ("datasets", "runs", "serving", "versions", "web")
+DOMAINS = ("datasets", "runs", "serving", "storage", "versions", "web")
 
 
 def module_name(path: Path) -> str:

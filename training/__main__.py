@@ -1,4 +1,4 @@
-"""Command line: ``python -m training {backbones,finetune,evaluate,predict}``.
+"""Command line: ``python -m training {backbones,finetune,evaluate,predict,export}``.
 
 Bad input (missing folder, too few classes or images, unknown backbone or optimizer, ...) is one
 ``error: ...`` line on stderr and exit code 2.
@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("images", nargs="+")
     r.add_argument("--top-k", type=int, default=5)
     r.add_argument("--json", action="store_true")
+
+    x = sub.add_parser("export", help="one zip with the ONNX graph, weights, labels, preprocessing and a model card")
+    x.add_argument("--model", required=True, help="finished run directory")
+    x.add_argument("--out", required=True, help="archive to write (.zip)")
+    x.add_argument("--sample", help="photo stored in the archive with its answer (default: a validation photo)")
     return p
 
 
@@ -234,7 +239,16 @@ def cmd_predict(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"backbones": cmd_backbones, "finetune": cmd_finetune, "evaluate": cmd_evaluate, "predict": cmd_predict}
+def cmd_export(a: argparse.Namespace) -> int:
+    from training.export import export_model
+
+    result = export_model(a.model, a.out, sample=a.sample)
+    print(f"exported {result.path} ({result.size / 1e6:.1f} MB; outputs {', '.join(result.outputs)})")
+    return 0
+
+
+COMMANDS = {"backbones": cmd_backbones, "finetune": cmd_finetune, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

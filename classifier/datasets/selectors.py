@@ -25,19 +25,21 @@ def dataset_get_by_ref(ref: str | int) -> Dataset:
     name, _sep, version = value.rpartition(":v")
     if name and version.isdigit():
         return Dataset.objects.get(name=name, version=int(version))
-    found = Dataset.objects.filter(name=value, status=Dataset.Status.READY).order_by("-version").first()
+    found = Dataset.objects.filter(name=value, status=Dataset.Status.READY, deleted_at__isnull=True).order_by("-version").first()
     if found is None:
         raise Dataset.DoesNotExist(value)
     return found
 
 
 def dataset_list() -> QuerySet[Dataset]:
-    return Dataset.objects.select_related("created_by")
+    return Dataset.objects.filter(deleted_at__isnull=True).select_related("created_by")
 
 
 def dataset_list_usable() -> QuerySet[Dataset]:
     """Datasets a run may train on: imported and without blocking problems (``report["problems"]``)."""
-    return Dataset.objects.filter(status=Dataset.Status.READY, report__problems=[]).select_related("created_by")
+    return Dataset.objects.filter(status=Dataset.Status.READY, report__problems=[], deleted_at__isnull=True).select_related(
+        "created_by"
+    )
 
 
 def dataset_versions(dataset: Dataset) -> QuerySet[Dataset]:

@@ -15,7 +15,7 @@ from classifier.models import TrainingRun
 
 
 def run_list(*, status: str | None = None, backbone: str | None = None, dataset_id: int | None = None) -> QuerySet[TrainingRun]:
-    runs = TrainingRun.objects.select_related("dataset", "created_by")
+    runs = TrainingRun.objects.filter(deleted_at__isnull=True).select_related("dataset", "created_by")
     if status:
         runs = runs.filter(status=status)
     if backbone:

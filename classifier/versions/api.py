@@ -7,6 +7,7 @@ and libraries); never another domain's views or api.
 
 from __future__ import annotations
 
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny, IsAdminUser
@@ -77,3 +78,51 @@ class ModelRollbackView(APIView):
         except version_services.VersionError as exc:
             return error_response(str(exc), status.HTTP_409_CONFLICT)
         return Response(ModelVersionSerializer(version, context={"request": request}).data)
+
+
+def _may_export(request: Request) -> bool:
+    from django.conf import settings
+
+    return bool(settings.BREEDLAB_PUBLIC_MODEL_EXPORT or (request.user and request.user.is_staff))
+
+
+class ModelExportView(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Download the version as one zip: ONNX graph, safetensors weights, labels, preprocessing, "
+                "not-a-dog thresholds, model card, README (staff, or anyone with BREEDLAB_PUBLIC_MODEL_EXPORT)",
+        responses={(200, "application/zip"): bytes, 403: OpenApiResponse(description='{"error": ...}'),
+                   409: OpenApiResponse(description='{"error": ...}: the built-in model, or its files are missing.')},
+    )
+    def get(self, request: Request, pk: int):
+        from django.http import FileResponse
+
+        if not _may_export(request):
+            return error_response(_("Only staff may export models here."), status.HTTP_403_FORBIDDEN)
+        version = get_or_404(ModelVersion.objects.all(), pk)
+        try:
+            path = version_services.model_export(version=version)
+        except version_services.VersionError as exc:
+            return error_response(str(exc), status.HTTP_409_CONFLICT)
+        return FileResponse(path.open("rb"), as_attachment=True, filename=f"breedlab-model-{version.pk}.zip",
+                            content_type="application/zip")
+
+
+class ModelImportView(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        summary="Import an exported model archive (staff): validated, then listed as an inactive version",
+        request={"multipart/form-data": {"type": "object", "properties": {"archive": {"type": "string", "format": "binary"}}}},
+        responses={201: ModelVersionSerializer, 400: OpenApiResponse(description='{"error": ...}: the reason it was refused.')},
+    )
+    def post(self, request: Request) -> Response:
+        upload = request.FILES.get("archive")
+        if upload is None:
+            return error_response(_("Send the model archive as the multipart field 'archive'."), status.HTTP_400_BAD_REQUEST)
+        try:
+            version = version_services.model_import_upload(upload=upload, user=request.user)
+        except version_services.VersionError as exc:
+            return error_response(str(exc), status.HTTP_400_BAD_REQUEST)
+        return Response(ModelVersionSerializer(version, context={"request": request}).data, status=status.HTTP_201_CREATED)

@@ -17,7 +17,7 @@ def model_get_active() -> ModelVersion | None:
 
 
 def model_list() -> QuerySet[ModelVersion]:
-    return ModelVersion.objects.select_related("run", "run__dataset", "promoted_by")
+    return ModelVersion.objects.filter(deleted_at__isnull=True).select_related("run", "run__dataset", "promoted_by")
 
 
 def run_model_version(run: TrainingRun) -> ModelVersion | None:

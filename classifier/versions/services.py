@@ -102,6 +102,8 @@ def _announce(version_id: int, promoted_at) -> None:
 
 def model_promote(*, version: ModelVersion, user=None) -> ModelVersion:
     """Make ``version`` the one that serves, in one transaction."""
+    if version.deleted_at is not None:
+        raise VersionError(_("%(version)s was deleted; restore it on the storage page before promoting it.") % {"version": version})
     if not model_files_present(version):
         raise VersionError(_("The files of %(version)s are missing from the runs folder; it cannot serve.") % {"version": version})
     by = user if getattr(user, "is_authenticated", False) else None
@@ -124,7 +126,8 @@ def model_promote(*, version: ModelVersion, user=None) -> ModelVersion:
 def model_rollback(*, user=None) -> ModelVersion:
     """Serve again the version that was active before the current one."""
     previous = (
-        ModelVersion.objects.filter(is_active=False, promoted_at__isnull=False).order_by("-promoted_at", "-id").first()
+        ModelVersion.objects.filter(is_active=False, promoted_at__isnull=False, deleted_at__isnull=True)
+        .order_by("-promoted_at", "-id").first()
     )
     if previous is None:
         raise VersionError(_("No earlier version has served; there is nothing to roll back to."))
@@ -178,3 +181,90 @@ def model_promote_if_better(*, version: ModelVersion) -> tuple[bool, str]:
         model_promote(version=version)
         return True, _("Validation accuracy %(new)s beats %(active)s's %(old)s on the same split.") % acc
     return False, _("Not promoted: validation accuracy %(new)s does not beat %(active)s's %(old)s.") % acc
+
+
+# ---------------------------------------------------------------------------------------------
+# Export and import (training/export.py does the packaging and the validation)
+# ---------------------------------------------------------------------------------------------
+def model_export(*, version: ModelVersion) -> Path:
+    """The version's archive (zip), built once per version and weights file in the serving cache."""
+    import hashlib
+
+    from classifier.serving.cache import model_key
+    from classifier.serving.calibration import load_thresholds
+    from training.errors import TrainingError
+    from training.export import export_model
+
+    if version.is_builtin:
+        raise VersionError(_("The built-in model is the pretrained network itself; only fine-tuned or imported models can be exported."))
+    if not model_files_present(version):
+        raise VersionError(_("The files of %(version)s are missing from the runs folder; it cannot be exported.") % {"version": version})
+    folder = Path(settings.RUNS_ROOT) / version.path
+    stat = (folder / MODEL_FILE).stat()
+    digest = hashlib.sha256(f"{version.pk}:{folder}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    out = Path(settings.BREEDLAB_SERVING_CACHE_DIR) / "exports" / f"model-{version.pk}-{digest}.zip"
+    if out.is_file():
+        return out
+    _thresholds, calibration = load_thresholds(folder, Path(settings.BREEDLAB_SERVING_CACHE_DIR), model_key(folder))
+    dataset: dict = {"model_name": version.name}
+    if version.run_id is not None:
+        ds = version.run.dataset
+        dataset.update({"name": ds.name, "version": ds.version})
+    elif version.metrics.get("imported_dataset"):
+        dataset.update(version.metrics["imported_dataset"])
+    try:
+        export_model(folder, out, dataset=dataset, calibration=calibration)
+    except TrainingError as exc:
+        raise VersionError(_("%(version)s cannot be exported: %(reason)s") % {"version": version, "reason": exc}) from None
+    return out
+
+
+def model_import(*, archive: Path, user=None) -> ModelVersion:
+    """Validate an exported archive and list it as an (inactive) version, its files under
+    RUNS_ROOT/imported/<id>/. VersionError with the reason when the archive is refused."""
+    import shutil
+    import uuid
+
+    from training.export import ArchiveError, read_archive
+
+    imported_root = Path(settings.RUNS_ROOT) / "imported"
+    incoming = imported_root / f".incoming-{uuid.uuid4().hex}"
+    try:
+        result = read_archive(archive, incoming, max_bytes=settings.BREEDLAB_MAX_ARCHIVE_BYTES)
+    except ArchiveError as exc:
+        raise VersionError(_("The archive is refused: %(reason)s") % {"reason": exc}) from None
+    try:
+        metrics = dict(result.meta.get("metrics", {}))
+        card_dataset = (result.card or {}).get("dataset") or {}
+        metrics["imported"] = True
+        metrics["imported_dataset"] = {k: v for k, v in card_dataset.items() if isinstance(v, (str, int, float))}
+        name = str((result.card or {}).get("name") or result.meta["backbone"]).removesuffix(" (imported)")[:180]
+        with transaction.atomic():
+            version = ModelVersion.objects.create(
+                name=f"{name} (imported)", backbone=result.meta["backbone"], path="",
+                class_names=result.class_names, metrics=metrics,
+            )
+            final = imported_root / str(version.pk)
+            if final.exists():
+                shutil.rmtree(final)
+            incoming.rename(final)
+            version.path = f"imported/{version.pk}"
+            version.save(update_fields=["path"])
+    except BaseException:
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise
+    log.info("model version %s imported from %s by %s", version.pk, archive, getattr(user, "pk", None))
+    return version
+
+
+def model_import_upload(*, upload, user=None) -> ModelVersion:
+    """``model_import`` for an uploaded file (size-capped, copied to a temporary file first)."""
+    import tempfile
+
+    if upload.size > settings.BREEDLAB_MAX_ARCHIVE_BYTES:
+        raise VersionError(_("The archive is larger than the %(limit)s bytes allowed.") % {"limit": settings.BREEDLAB_MAX_ARCHIVE_BYTES})
+    with tempfile.NamedTemporaryFile(suffix=".zip") as tmp:
+        for chunk in upload.chunks():
+            tmp.write(chunk)
+        tmp.flush()
+        return model_import(archive=Path(tmp.name), user=user)

@@ -52,12 +52,17 @@ WRITES: dict[str, Write] = {
     "classifier:dataset_create": Write("staff-page", body="archive"),
     "classifier:dataset_merge": Write("staff-page"),
     "classifier:dataset_delete": Write("staff-page"),
+    "classifier:model_import": Write("staff-page", body="archive"),
+    "classifier:storage_delete": Write("staff-page"),
+    "classifier:storage_restore": Write("staff-page"),
     # Staff-only JSON API.
     "api:dataset_list": Write("staff-api", body="archive"),
     "api:run_list": Write("staff-api", body="json"),
     "api:run_cancel": Write("staff-api", body="json"),
     "api:model_promote": Write("staff-api", body="json"),
     "api:model_rollback": Write("staff-api", body="json"),
+    "api:model_import": Write("staff-api", body="archive"),
+    "api:storage_restore": Write("staff-api", body="json"),
     # Open to everybody by design.
     "classifier:home": Write("public-form", body="image"),
     "classifier:prediction_feedback": Write("public-form"),
@@ -125,7 +130,7 @@ def objects(make_dataset, settings, staff_user):
                                           class_names=["beagle", "pug"])
     prediction = Prediction.objects.create(top_label="beagle", is_dog=True,
                                            result={"class_names": ["beagle", "pug"]})
-    return {"runs": run, "models": version, "datasets": dataset, "predictions": prediction}
+    return {"runs": run, "models": version, "datasets": dataset, "predictions": prediction, "storage": run}
 
 
 def concrete_urls(objects) -> dict[str, str]:

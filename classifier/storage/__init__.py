@@ -1,0 +1,1 @@
+"""Storage: what takes space, soft deletion of runs, dataset versions and model versions, the purge."""
