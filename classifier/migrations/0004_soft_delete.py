@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('classifier', '0002_modelversion_kind'),
+        ('classifier', '0003_feedback_review_run_enqueued_at'),
     ]
 
     operations = [
