@@ -44,9 +44,13 @@ def test_validate_raises_one_clear_sentence(change, fragment):
     assert "\n" not in str(info.value)
 
 
-def test_recipe_learning_rates_scale_with_the_optimizer_default():
-    head_adamw, _ = recipe_lrs("adamw")
-    head_sgd, _ = recipe_lrs("sgd")
-    assert head_sgd == pytest.approx(head_adamw * 100)  # 0.1 vs 1e-3 default learning rates
+def test_each_lecture_optimizer_has_its_own_tuned_recipe_rates():
+    from training.optim import OPTIMIZERS
+
+    defaults = TrainConfig(data_dir=".")
+    assert recipe_lrs("adamw") == (defaults.head_lr, defaults.finetune_lr)
+    for name in ("sgd", "momentum", "adagrad", "rmsprop", "adam"):
+        assert recipe_lrs(name) == OPTIMIZERS[name].recipe_lrs  # bench/optimizers.py chose them
+    assert recipe_lrs("sgd")[0] > recipe_lrs("momentum")[0] > recipe_lrs("adam")[0]
     with pytest.raises(ConfigError):
         recipe_lrs("nope")

@@ -40,9 +40,9 @@ def test_it_creates_a_queued_run_with_the_full_config_and_enqueues_its_id_after_
     assert run.config["optimizer"] == "momentum" and run.config["head_epochs"] == 3  # recipe defaults filled in
     from training.config import recipe_lrs
 
-    # Scaled for momentum, stored as a person would type them (0.003, not 0.0029999999999999996).
+    # Momentum's own tuned rates, stored as a person would type them (0.009, not 0.009000000000000001).
     assert (run.config["head_lr"], run.config["finetune_lr"]) == pytest.approx(recipe_lrs("momentum"), rel=1e-9)
-    assert repr(run.config["finetune_lr"]) == "0.003"
+    assert repr(run.config["finetune_lr"]) == "0.009"
     assert run.config["head_lr"] != run_services.runconfig.default_config()["head_lr"]
     assert len(enqueued) == 1 and enqueued[0]["args"] == [run.pk]
     assert 600 <= enqueued[0]["soft_time_limit"] < enqueued[0]["time_limit"]
