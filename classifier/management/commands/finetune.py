@@ -114,8 +114,16 @@ class Command(BaseCommand):
             return
         bar.close()
         if run.status == TrainingRun.Status.SUCCEEDED:
+            metrics = (run.result or {}).get("metrics", {})
+            kept = metrics.get("kept") or {}
+            test = f"test accuracy {metrics['test_acc']:.1%} on {metrics.get('test_images')} photos; " if metrics.get(
+                "test_acc") is not None else ""
+            gain = metrics.get("finetune_gain_test")
             self.stdout.write(self.style.SUCCESS(
-                f"Run #{run.pk} succeeded: best validation accuracy {run.best_val_acc:.1%}."
+                f"Run #{run.pk} succeeded: {test}validation accuracy {run.best_val_acc:.1%}"
+                + (f"; kept: {kept.get('phase')} epoch {kept.get('epoch')}" if kept else "")
+                + (f"; fine-tuning gained {gain * 100:+.1f} points over the head alone" if gain is not None else "")
+                + "."
             ))
             promotion = (run.result or {}).get("promotion")
             if promotion:

@@ -106,7 +106,8 @@ class Command(BaseCommand):
             "--val-fraction",
             type=float,
             default=dataset_services.DEFAULT_VAL_FRACTION,
-            help="Share of each class kept for validation (default 0.2).",
+            help=f"Share of each class kept for validation (default {dataset_services.DEFAULT_VAL_FRACTION:g}; "
+            "another 15%% is kept for the test report).",
         )
         parser.add_argument("--description", default="", help="A line shown on the dataset page.")
         parser.add_argument("--download-dir", help="Where to download Oxford-IIIT Pet (default: a temporary folder).")
@@ -153,7 +154,8 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Imported {dataset} (id {dataset.pk}): {dataset.image_count} photos in {dataset.class_count} classes, "
-                f"{len(dataset.split.get('train', []))} train / {len(dataset.split.get('val', []))} validation."
+                f"{len(dataset.split.get('train', []))} train / {len(dataset.split.get('val', []))} validation / "
+                f"{len(dataset.split.get('test', []))} test."
             )
         )
         skipped = len(dataset.report.get("skipped", []))

@@ -150,7 +150,7 @@ def test_promote_if_better_evaluates_the_active_model_on_the_new_runs_split(tiny
     answers = predictor.predict([Image.open(other / rel).convert("RGB") for rel in val], top_k=1)
     expected = sum(a[0][0] == rel.split("/")[0] for a, rel in zip(answers, val)) / len(val)
     promotion = second.result["promotion"]
-    assert f"{expected:.1%}" in promotion["reason"] and active.name in promotion["reason"]
+    assert f"{expected:.1%}" in promotion["reason"] and str(active) in promotion["reason"]  # its display name
     new_acc = ModelVersion.objects.get(run=second).val_acc
     assert promotion["promoted"] is (new_acc > expected)
     assert ModelVersion.objects.get(is_active=True).run_id == (second.pk if new_acc > expected else first.pk)
