@@ -232,7 +232,8 @@ def _measure(onnx_path, run_dir, class_names, preprocess, make_session, fp32_ses
     held, training, part = held_out_and_training(Path(run_dir), class_names)
     held = [(p, y) for p, y in held if p.is_file()]
     if len(held) < MIN_HELD_OUT:
-        return {"accepted": False, "reason": f"only {len(held)} held-out photos can be read (at least {MIN_HELD_OUT} are needed to measure agreement)"}
+        return {"accepted": False, "reason": f"only {len(held)} held-out photos can be read (at least {MIN_HELD_OUT} are needed to measure agreement)",
+                "held_out_photos": len(held), "needed": MIN_HELD_OUT}
     if not training:
         return {"accepted": False, "reason": "the run's training photos cannot be read for calibration"}
     calibration = _spread(training, CALIBRATION_PHOTOS)

@@ -1,7 +1,7 @@
 """Refuse oversized request bodies before anything reads them (the first middleware).
 
 Every route has a body budget: the photo routes the image cap times the batch size, the dataset
-upload routes the archive cap, every other route the form cap (DATA_UPLOAD_MAX_MEMORY_SIZE);
+upload and model import routes the archive cap, every other route the form cap (DATA_UPLOAD_MAX_MEMORY_SIZE);
 each plus a margin for the multipart framing. A request whose ``Content-Length`` is over its
 route's budget gets 413 at once, before the CSRF check or a view parses a byte of it. A chunked
 request (no ``Content-Length``) is counted as it streams into a spooled temporary file and refused
@@ -24,7 +24,7 @@ FRAMING = 1024 * 1024  # multipart boundaries, headers and the small form fields
 CHUNK = 64 * 1024
 PHOTO_ROUTES = {"api:predict"}
 ONE_PHOTO_ROUTES = {"classifier:home"}
-ARCHIVE_ROUTES = {"api:dataset_list", "classifier:dataset_create"}
+ARCHIVE_ROUTES = {"api:dataset_list", "classifier:dataset_create", "api:model_import", "classifier:model_import"}
 
 
 def body_budget(path: str) -> int:

@@ -104,12 +104,14 @@ def test_staff_upload_a_dataset_start_a_run_watch_it_live_promote_it_and_classif
           f"{[s['progress'] for s in seen]}")
 
     # 4. Promote it and classify a photo it has never seen.
+    # Pages name a version in people's words ("Journey dogs · v1 · run #1"), not "journey-dogs-v1-run1".
     model_name = page.locator(".facts a[href='/models/']").inner_text()
-    assert f"run{run_id}" in model_name
+    assert model_name.startswith("Journey dogs · v") and model_name.endswith(f" · run #{run_id}"), model_name
     page.get_by_role("button", name="Promote").click()
     expect(page.locator(".facts").first).to_contain_text(f"{model_name} active")
     page.goto("/")
-    expect(page.locator("body")).to_contain_text(f"Answers come from model “{model_name}”")
+    expect(page.locator("#active-model-line")).to_contain_text(f"Answers come from model “{model_name}”")
+    expect(page.locator("#builtin-model-notice")).to_have_count(0)
     page.set_input_files("#id_image", str(held_out(stanford_dogs_dir, "beagle")))
     page.get_by_role("button", name="Classify").click()
     verdict = page.locator("#result .verdict")
@@ -122,7 +124,12 @@ def test_a_visitor_picks_a_dog_photo_and_gets_its_breed_and_a_dropped_cat_is_not
     page, stack, active_model, stanford_dogs_dir, not_dogs_dir
 ):
     page.goto("/")
-    expect(page.locator("body")).to_contain_text(f"Answers come from model “{active_model['name']}”")
+    # The promoted fine-tuned model answers (not the built-in "Pretrained: 118 dog breeds (ImageNet)"),
+    # named in people's words: "Journey dogs · v1 · run #1" for the version journey-dogs-v1-run1.
+    line = page.locator("#active-model-line")
+    expect(line).to_contain_text(re.compile(rf"Answers come from model “[^”]+ · v\d+ · run #{active_model['run']}”"))
+    expect(line).to_contain_text(f"fine-tuned on {len(JOURNEY_BREEDS)} breeds")
+    expect(page.locator("#builtin-model-notice")).to_have_count(0)
     assert page.get_by_role("link", name="Staff log in").is_visible()
 
     # A dog photo, chosen with the file picker: a preview, then the breed with its confidences.
@@ -161,8 +168,25 @@ def test_the_history_pages_show_curves_a_clickable_confusion_matrix_and_compare_
     header = page.locator("table.config-table thead").first
     expect(header).to_contain_text(f"#{first}")
     expect(header).to_contain_text(f"#{second}")
-    differing = page.locator("table.config-table tr.differs th").all_inner_texts()
-    assert "Pretrained network" in " ".join(differing), differing
+    # The settings in people's words, grouped; a row's label is the header's first text (its help follows).
+    labels = "ths => ths.map(th => th.firstChild.textContent.trim())"
+    groups = page.locator(".config-groups section.config-group")
+    model_group = groups.filter(has=page.locator("h3", has_text="Model"))
+    expect(model_group).to_have_count(1)
+    changed = model_group.locator(":scope > .table-wrap table.config-table tbody tr th")
+    assert "Pretrained network" in changed.evaluate_all(labels), changed.evaluate_all(labels)
+    expect(model_group.locator("thead")).to_contain_text(f"#{first}")
+    # Both runs set their own epochs, so that row differs (whichever runs these are).
+    differing = page.locator(".config-groups tr.differs th").evaluate_all(labels)
+    assert "Fine-tuning" in differing, differing
+    # Settings every run leaves at their defaults are folded behind "more", closed until asked.
+    seed = page.locator(".config-groups details.more tr th").filter(has_text="Random seed")
+    expect(seed).to_have_count(1)
+    expect(seed).to_be_hidden()
+    more = page.locator(".config-groups details.more").filter(has=seed)
+    expect(more.locator("summary")).to_contain_text(re.compile(r"\d+ more settings? at (its|their) defaults?"))
+    more.locator("summary").click()
+    expect(seed).to_be_visible()
     page.shot("compare")
 
     # One run: loss/accuracy curves as an image and a confusion matrix whose cells open their photos.

@@ -85,7 +85,7 @@ def test_a_small_run_succeeds_shows_up_is_promoted_and_classifies(workers, api, 
 
     version_id = body["model_version"]
     assert api.post(f"/api/models/{version_id}/promote").json()["is_active"] is True
-    assert f"run{run_id}" in Client().get("/models/").content.decode()
+    assert f"run #{run_id}" in Client().get("/models/").content.decode()  # its display name
 
     photo = sorted((stanford_dogs_dir / "pug").iterdir())[-1]  # not among the 10 copied per breed
     with photo.open("rb") as fh:

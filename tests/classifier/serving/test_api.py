@@ -199,6 +199,7 @@ def test_promoting_a_model_while_requests_run_causes_no_error_response(
     finetuned_run, perturbed_run, register_version, held_out_photos, settings
 ):
     settings.BREEDLAB_RATE_LIMIT = "off"
+    settings.BREEDLAB_MAX_IN_FLIGHT_PER_CLIENT = 100  # every hammering thread is the same test client
     a = register_version(finetuned_run, name="a")
     b = register_version(perturbed_run, name="b", active=False)
     data = held_out_photos["siberian_husky"][0].read_bytes()
