@@ -47,7 +47,9 @@ def test_make_run_serves_every_page_with_a_connected_worker_and_ctrl_c_stops_eve
             try:
                 status, body = _get(f"{base}/api/health")
                 health = json.loads(body)
-                if status == 200:
+                # gunicorn answers (200, "degraded") a few seconds before the workers are ready and
+                # have written their first heartbeat (at worker_ready): wait for that, within the deadline.
+                if status == 200 and health.get("worker", {}).get("status") == "ok":
                     break
             except (OSError, json.JSONDecodeError):  # not listening yet, or too busy starting to answer in time
                 pass
