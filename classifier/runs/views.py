@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
@@ -217,6 +218,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "version": version,
             "config_groups": display.config_groups([run.config]),
             "metrics": (run.result or {}).get("metrics", {}),
+            "photos_visible": _photos_visible(request),
             "plan": (run.result or {}).get("plan") or (run.progress_detail or {}).get("plan"),
             "notes": (run.result or {}).get("notes", []),
             "promotion": (run.result or {}).get("promotion"),
@@ -271,8 +273,14 @@ def run_validation(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "classifier/runs/validation.html",
-        {"run": run, "page": page, "true": true, "pred": pred, "only_wrong": only_wrong, "filter_query": query},
+        {"run": run, "page": page, "true": true, "pred": pred, "only_wrong": only_wrong, "filter_query": query,
+         "photos_visible": _photos_visible(request)},
     )
+
+
+def _photos_visible(request: HttpRequest) -> bool:
+    """Dataset photos are staff-only unless BREEDLAB_PUBLIC_DATASET_IMAGES (the dataset views decide the same)."""
+    return bool(settings.BREEDLAB_PUBLIC_DATASET_IMAGES or request.user.is_staff)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -126,8 +126,10 @@ def test_a_visitor_picks_a_dog_photo_and_gets_its_breed_and_a_dropped_cat_is_not
     page.goto("/")
     # The promoted fine-tuned model answers (not the built-in "Pretrained: 118 dog breeds (ImageNet)"),
     # named in people's words: "Journey dogs · v1 · run #1" for the version journey-dogs-v1-run1.
+    version, run = re.fullmatch(r".+-v(\d+)-run(\d+)", active_model["name"]).groups()
     line = page.locator("#active-model-line")
-    expect(line).to_contain_text(re.compile(rf"Answers come from model “[^”]+ · v\d+ · run #{active_model['run']}”"))
+    expect(line).to_contain_text(re.compile(rf"Answers come from model “[^”]+ · v{version} · run #{run}”"))
+    expect(line).not_to_contain_text(active_model["name"])
     expect(line).to_contain_text(f"fine-tuned on {len(JOURNEY_BREEDS)} breeds")
     expect(page.locator("#builtin-model-notice")).to_have_count(0)
     assert page.get_by_role("link", name="Staff log in").is_visible()
@@ -157,6 +159,9 @@ def test_a_visitor_picks_a_dog_photo_and_gets_its_breed_and_a_dropped_cat_is_not
 @pytest.mark.usefixtures("stack")
 def test_the_history_pages_show_curves_a_clickable_confusion_matrix_and_compare_two_runs(page, finished_runs):
     first, second = finished_runs
+    # Dataset photos (the validation gallery's thumbnails) are staff-only by default
+    # (BREEDLAB_PUBLIC_DATASET_IMAGES), so review the history as staff.
+    log_in(page, next_url="/runs/")
 
     # The run list: choose two runs and compare them.
     page.goto("/runs/")
@@ -183,7 +188,7 @@ def test_the_history_pages_show_curves_a_clickable_confusion_matrix_and_compare_
     seed = page.locator(".config-groups details.more tr th").filter(has_text="Random seed")
     expect(seed).to_have_count(1)
     expect(seed).to_be_hidden()
-    more = page.locator(".config-groups details.more").filter(has=seed)
+    more = page.locator(".config-groups details.more").filter(has=page.locator("tr th", has_text="Random seed"))
     expect(more.locator("summary")).to_contain_text(re.compile(r"\d+ more settings? at (its|their) defaults?"))
     more.locator("summary").click()
     expect(seed).to_be_visible()

@@ -121,7 +121,8 @@ def test_the_form_copies_a_run_to_edit_and_run_again(staff_client, finished_run)
 
 
 # ---- the run page ---------------------------------------------------------------------------------
-def test_the_run_page_shows_results_matrix_links_gallery_and_config(client, finished_run):
+def test_the_run_page_shows_results_matrix_links_gallery_and_config(client, finished_run, settings):
+    settings.BREEDLAB_PUBLIC_DATASET_IMAGES = True  # photos are staff-only otherwise (see below)
     html = client.get(finished_run.get_absolute_url()).content.decode()
     assert "<svg" in html  # the confusion matrix, inline so its cells are links
     assert f'/runs/{finished_run.pk}/validation/?true=pug&amp;amp;pred=beagle' in html or \
@@ -173,7 +174,14 @@ def test_the_curves_are_an_svg_with_the_unfreeze_switch_marked(client, finished_
     assert svg.startswith("<svg") and "unfreeze" in svg
 
 
-def test_the_validation_page_lists_the_images_of_a_matrix_cell(client, finished_run):
+def test_anonymous_visitors_see_no_broken_thumbnails_of_staff_only_photos(client, finished_run):
+    for url in (finished_run.get_absolute_url(), f"/runs/{finished_run.pk}/validation/?true=pug"):
+        html = client.get(url).content.decode()
+        assert "/thumbs/" not in html and "Photos are shown to staff only." in html
+
+
+def test_the_validation_page_lists_the_images_of_a_matrix_cell(client, finished_run, settings):
+    settings.BREEDLAB_PUBLIC_DATASET_IMAGES = True
     html = client.get(f"/runs/{finished_run.pk}/validation/?true=pug&pred=beagle").content.decode()
     assert "pug/2.jpg" in html and "pug/3.jpg" not in html and "beagle/2.jpg" not in html
 
