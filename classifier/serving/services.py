@@ -366,11 +366,7 @@ def calibrate_run_dir(
     if dogs:
         report["held_out_dogs"] = {"folder": str(dogs), **measure(signals(model, photos_in(dogs)), th)}
     if not_dogs:
-        groups = {}
-        subfolders = sorted(p for p in Path(not_dogs).iterdir() if p.is_dir())
-        for folder in subfolders or [Path(not_dogs)]:
-            groups[folder.name] = measure(signals(model, [(p, "") for p, _ in photos_in(folder)]), th)
-        report["not_dogs"] = {"folder": str(not_dogs), **groups}
+        report["not_dogs"] = _measure_not_dogs(model, not_dogs, th)
     return report
 
 
@@ -431,11 +427,7 @@ def builtin_calibrate(
     if other_signals is not None:
         report["dogs_of_other_breeds"] = measure(other_signals, th)
     if not_dogs:
-        groups = {}
-        subfolders = sorted(p for p in Path(not_dogs).iterdir() if p.is_dir())
-        for folder in subfolders or [Path(not_dogs)]:
-            groups[folder.name] = measure(signals(model, [(p, "") for p, _ in photos_in(folder)]), th)
-        report["not_dogs"] = {"folder": str(not_dogs), **groups}
+        report["not_dogs"] = _measure_not_dogs(model, not_dogs, th)
     return report
 
 
@@ -475,3 +467,12 @@ def prediction_purge_anonymous(*, older_than_days: int | None = None, batch: int
                     log.warning("could not remove the photo %s of an expired prediction", name)
         Prediction.objects.filter(pk__in=[pk for pk, _name in rows]).delete()
         removed += len(rows)
+
+
+def _measure_not_dogs(model, not_dogs, th) -> dict:
+    """The rule's rates on photos without dogs, per sub-folder (or the folder itself)."""
+    groups = {}
+    subfolders = sorted(p for p in Path(not_dogs).iterdir() if p.is_dir())
+    for folder in subfolders or [Path(not_dogs)]:
+        groups[folder.name] = measure(signals(model, [(p, "") for p, _ in photos_in(folder)]), th)
+    return {"folder": str(not_dogs), **groups}
