@@ -225,7 +225,7 @@ def model_import(*, archive: Path, user=None) -> ModelVersion:
     import shutil
     import uuid
 
-    from training.export import ArchiveError, read_archive
+    from training.model_import import ArchiveError, read_archive
 
     imported_root = Path(settings.RUNS_ROOT) / "imported"
     incoming = imported_root / f".incoming-{uuid.uuid4().hex}"

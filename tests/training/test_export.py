@@ -52,7 +52,7 @@ def _unpack(archive: Path, dest: Path) -> Path:
 
 
 def test_readme_snippet_gives_the_predictors_top5_on_held_out_photos(archive, run_dir, stanford_dogs_dir, not_dogs_dir, tmp_path):
-    from training.export import display_name, extract_snippet
+    from training.archive import display_name, extract_snippet
     from training.predict import Predictor
 
     folder = _unpack(archive, tmp_path / "x")
@@ -99,7 +99,7 @@ def test_archive_carries_labels_preprocessing_thresholds_and_a_model_card(archiv
 
 
 def test_read_archive_rebuilds_a_run_folder_that_answers_the_same(archive, run_dir, stanford_dogs_dir, tmp_path):
-    from training.export import read_archive
+    from training.model_import import read_archive
     from training.predict import Predictor
 
     imported = read_archive(archive, tmp_path / "imported")
@@ -128,7 +128,7 @@ def _rewrite(archive: Path, out: Path, *, drop=(), add=None, rehash=True) -> Pat
 
 
 def _refused(path: Path, dest: Path) -> str:
-    from training.export import ArchiveError, read_archive
+    from training.model_import import ArchiveError, read_archive
 
     with pytest.raises(ArchiveError) as info:
         read_archive(path, dest)

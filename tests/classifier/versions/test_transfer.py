@@ -46,7 +46,7 @@ def _server_top5(client, photo: Path) -> list[str]:
 
 
 def _snippet_top5(folder: Path, photo: Path) -> list[str]:
-    from training.export import extract_snippet
+    from training.archive import extract_snippet
 
     (folder / "classify.py").write_text(extract_snippet((folder / "README.md").read_text()))
     done = subprocess.run([sys.executable, "classify.py", str(photo)], cwd=folder, capture_output=True, text=True, timeout=120,
