@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,28 @@ def test_no_import_cycles_between_modules_of_the_app():
 )
 def test_the_cycle_check_finds_a_circle(graph, expected):
     assert _cycles(graph) == expected
+
+
+def _readme_tree() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Architecture")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+@pytest.mark.parametrize("package", ["training", *(f"classifier/{d}" for d in DOMAINS)])
+def test_readme_architecture_names_every_module(package):
+    """README's tree is the map a newcomer reads: every module of a room must be on it."""
+    tree = _readme_tree()
+    names = sorted(
+        p.name for p in (ROOT / package).glob("*.py") if p.name != "__init__.py"
+    ) + sorted(p.name + "/" for p in (ROOT / package).iterdir() if p.is_dir() and (p / "__init__.py").is_file())
+    missing = [n for n in names if not re.search(rf"(?<![\w/]){re.escape(n)}", tree)]
+    assert not missing, f"README's Architecture section does not name {package}/: {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("package", ["training", "classifier"])
+def test_no_module_grows_past_a_readable_size(package):
+    """One room per topic: a module past ~400 lines holds two topics (split it by topic)."""
+    big = [f"{p.relative_to(ROOT)} ({n} lines)" for p in python_files(package)
+           if (n := len(p.read_text().splitlines())) > 420]
+    assert not big, "modules over ~400 lines: " + ", ".join(big)

@@ -23,7 +23,6 @@ bitwise reproducible.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,24 +39,10 @@ from training.head import fit_head
 from training.model import param_groups
 from training.plan import Plan, make_plan
 from training.reporting import NullReporter, Reporter
-from training.results import finish_run
+from training.results import FinetuneResult, finish_run, load_result
 from training.splits import load_splits
 
 PHASES = ("head", "finetune")
-
-
-@dataclass
-class FinetuneResult:
-    out_dir: Path
-    metrics: dict[str, Any]
-    history: list[dict[str, Any]]
-    class_names: list[str]
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    plan: dict[str, Any] | None = None
-
-    @property
-    def best_val_acc(self) -> float:
-        return float(self.metrics.get("best_val_acc", 0.0))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,16 +68,6 @@ def finetune(
     diverges and Cancelled when ``reporter.should_stop()`` returns True (after a checkpoint).
     """
     return _Run(config, Path(out_dir), reporter or NullReporter(), resume).run()
-
-
-def load_result(out_dir: Path) -> FinetuneResult:
-    """The result of a finished run directory."""
-    out_dir = Path(out_dir)
-    meta = ckpt.read_json(out_dir / ckpt.META_FILE)
-    history = ckpt.read_json(out_dir / ckpt.HISTORY_FILE)
-    return FinetuneResult(
-        out_dir, meta["metrics"], history, meta["class_names"], [tuple(s) for s in meta.get("skipped", [])], meta.get("plan")
-    )
 
 
 class _Run:

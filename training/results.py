@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,7 +26,33 @@ from training import checkpoint as ckpt
 from training.engine import classification_report, evaluate
 
 if TYPE_CHECKING:
-    from training.finetune import FinetuneResult, _Run
+    from training.finetune import _Run
+
+
+@dataclass
+class FinetuneResult:
+    """What a finished run returns (and ``load_result`` reads back from its directory)."""
+
+    out_dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    class_names: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    plan: dict[str, Any] | None = None
+
+    @property
+    def best_val_acc(self) -> float:
+        return float(self.metrics.get("best_val_acc", 0.0))
+
+
+def load_result(out_dir: Path) -> FinetuneResult:
+    """The result of a finished run directory."""
+    out_dir = Path(out_dir)
+    meta = ckpt.read_json(out_dir / ckpt.META_FILE)
+    history = ckpt.read_json(out_dir / ckpt.HISTORY_FILE)
+    return FinetuneResult(
+        out_dir, meta["metrics"], history, meta["class_names"], [tuple(s) for s in meta.get("skipped", [])], meta.get("plan")
+    )
 
 
 def _report(run: _Run, part: str, start: int, kind: str) -> dict[str, Any]:
@@ -75,8 +103,6 @@ def kept_weights(run: _Run) -> dict[str, Any]:
 
 
 def finish_run(run: _Run) -> FinetuneResult:
-    from training.finetune import FinetuneResult
-
     c = run.config
     t0 = time.perf_counter()
     # 1) head-only test score, before the kept weights replace the head-phase weights

@@ -3,7 +3,7 @@
 Task names keep their historical strings ("classifier.tasks.*"): queued messages, the routes
 (CELERY_TASK_ROUTES: execute_run to ``training``, the reapers to ``maintenance``) and the beat
 schedule match on them. Imports only
-runs.services; services enqueue by importing this module inside run_enqueue (never at module
+runs.services and runs.reaper; services enqueue by importing this module inside run_enqueue (never at module
 level), so the module graph has no cycle.
 """
 
@@ -14,6 +14,7 @@ import logging
 from celery import shared_task
 from celery.signals import worker_ready
 
+from classifier.runs import reaper
 from classifier.runs import services as run_services
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def execute_run(self, run_id: int) -> str | None:
 def reap_stale_runs() -> list[int]:
     """Periodic (beat): re-queue, fail or cancel runs whose worker stopped sending heartbeats, and
     send again the runs whose queue message was lost."""
-    return run_services.run_reap_stale() + run_services.run_requeue_lost_messages()
+    return reaper.run_reap_stale() + reaper.run_requeue_lost_messages()
 
 
 @worker_ready.connect
@@ -55,7 +56,7 @@ def reap_at_worker_start(sender=None, **kwargs) -> None:
     """A worker that starts cannot be running anything: runs it held before a crash are lost."""
     hostname = getattr(sender, "hostname", "") or ""
     try:
-        reaped = run_services.run_reap_at_worker_start(worker=hostname)
+        reaped = reaper.run_reap_at_worker_start(worker=hostname)
     except Exception:  # never keep a worker from starting
         log.exception("reaper at worker start failed")
         return

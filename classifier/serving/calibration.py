@@ -12,7 +12,7 @@ its own breeds): ``dog_threshold`` is the ``target`` quantile of their dog mass 
 fraction of dog photos is called "not a dog"), ``confidence_threshold`` the ``target``
 quantile of the confidence of the correctly answered ones (at most that fraction of right
 answers is withheld as "not sure"). The worker calibrates every run that succeeds and
-``manage.py calibrate_model`` recalibrates (``calibrate_run_dir`` in serving/services.py); they store
+``manage.py calibrate_model`` recalibrates (``calibrate_run_dir`` in serving/calibrate.py); they store
 ``calibration.json`` in the model's folder (or in the serving cache when that folder is
 read-only), the command also with false-accept/false-reject rates measured on held-out photos.
 

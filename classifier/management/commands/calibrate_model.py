@@ -29,7 +29,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from classifier.models import ModelVersion
 from classifier.serving.cache import run_dir_for
-from classifier.serving.services import (
+from classifier.serving.calibrate import (
     CalibrationError,
     builtin_calibrate,
     builtin_calibration_save,

@@ -15,14 +15,20 @@ from django.utils.translation import gettext as _
 register = template.Library()
 
 
-@register.filter
-def pct(value, digits: int = 1) -> str:
-    """0.875 -> "87.5%" ("87,5%" in Russian; "—" for nothing)."""
+def _finite(value) -> float | None:
+    """``value`` as a finite float, or None (missing, not a number, NaN, infinite)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
-        return "—"
-    if not math.isfinite(number):
+        return None
+    return number if math.isfinite(number) else None
+
+
+@register.filter
+def pct(value, digits: int = 1) -> str:
+    """0.875 -> "87.5%" ("87,5%" in Russian; "—" for nothing)."""
+    number = _finite(value)
+    if number is None:
         return "—"
     # The active language's decimal separator, like floatformat's numbers beside it ("87,5%").
     return f"{number * 100:.{int(digits)}f}".replace(".", get_format("DECIMAL_SEPARATOR")) + "%"
@@ -31,11 +37,8 @@ def pct(value, digits: int = 1) -> str:
 @register.filter
 def points(value, digits: int = 1) -> str:
     """A difference of fractions in percentage points: 0.021 -> "+2.1 points" ("+2,1 п. п." in Russian)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "—"
-    if not math.isfinite(number):
+    number = _finite(value)
+    if number is None:
         return "—"
     text = f"{number * 100:+.{int(digits)}f}".replace(".", get_format("DECIMAL_SEPARATOR"))
     return _("%(n)s points") % {"n": text}

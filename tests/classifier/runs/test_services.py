@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from classifier.models import EpochMetric, ModelVersion, TrainingRun
+from classifier.runs import reaper
 from classifier.runs import services as run_services
 from classifier.runs.config import RunConfigError
 from tests.classifier.run_fixtures import TINY_CONFIG
@@ -149,7 +150,7 @@ def test_a_run_trains_writes_its_epochs_registers_a_model_and_promotes_when_aske
 
 
 def test_a_run_whose_calibration_fails_still_succeeds_and_says_so(tiny_dataset, settings, monkeypatch):
-    from classifier.serving import services as calibration
+    from classifier.serving import calibrate as calibration
 
     def broken(*args, **kwargs):
         raise calibration.CalibrationError("no photos today")
@@ -326,7 +327,7 @@ def test_the_reaper_requeues_a_stale_run_below_the_attempt_limit(
     stale = _stale(make_run, attempts=1)
     alive = _stale(make_run, attempts=1, heartbeat_at=timezone.now())
     with django_capture_on_commit_callbacks(execute=True):
-        assert run_services.run_reap_stale(timeout_seconds=60) == [stale.pk]
+        assert reaper.run_reap_stale(timeout_seconds=60) == [stale.pk]
     stale.refresh_from_db()
     assert stale.status == Status.QUEUED and stale.worker == "" and "re-queued" in stale.progress_detail["note"]
     assert [call["args"] for call in enqueued] == [[stale.pk]]
@@ -337,7 +338,7 @@ def test_the_reaper_requeues_a_stale_run_below_the_attempt_limit(
 def test_the_reaper_fails_a_stale_run_that_used_up_its_attempts(make_run, enqueued, settings):
     settings.BREEDLAB_MAX_RUN_ATTEMPTS = 2
     stale = _stale(make_run, attempts=2)
-    assert run_services.run_reap_stale(timeout_seconds=60) == [stale.pk]
+    assert reaper.run_reap_stale(timeout_seconds=60) == [stale.pk]
     stale.refresh_from_db()
     assert stale.status == Status.FAILED and stale.error.startswith("Worker lost")
     assert enqueued == []
@@ -348,7 +349,7 @@ def test_a_starting_worker_reaps_the_runs_it_held_whatever_their_heartbeat(make_
     mine = _stale(make_run, attempts=1, heartbeat_at=timezone.now())
     other = _stale(make_run, attempts=1, heartbeat_at=timezone.now(), )
     TrainingRun.objects.filter(pk=other.pk).update(worker="w2@host")
-    assert run_services.run_reap_stale(lost_worker="w1@host") == [mine.pk]
+    assert reaper.run_reap_stale(lost_worker="w1@host") == [mine.pk]
     assert TrainingRun.objects.get(pk=other.pk).status == Status.RUNNING
 
 

@@ -111,7 +111,7 @@ def test_a_run_cancelled_mid_run_ends_cancelled_with_its_checkpoint(workers, api
 
 
 def test_a_killed_worker_is_reaped_the_run_resumes_and_a_second_loss_fails_it(workers, api, tiny_dataset):
-    from classifier.runs.services import run_reap_stale
+    from classifier.runs.reaper import run_reap_stale
 
     first = workers("doomed")
     run_id = start_run(api, tiny_dataset, LONG_CONFIG)

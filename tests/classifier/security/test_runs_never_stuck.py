@@ -9,6 +9,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from classifier.models import TrainingRun
+from classifier.runs import reaper
 from classifier.runs import services as run_services
 from tests.classifier.runs.test_services import FakeResult, queued_run
 
@@ -32,7 +33,7 @@ def test_a_stale_run_whose_cancel_was_requested_is_cancelled_never_resumed(make_
     settings.BREEDLAB_MAX_RUN_ATTEMPTS = 5
     long_ago = timezone.now() - timedelta(hours=1)
     run = make_run(status=Status.RUNNING, started_at=long_ago, heartbeat_at=long_ago, attempts=1, cancel_requested=True)
-    assert run_services.run_reap_stale(timeout_seconds=60) == [run.pk]
+    assert reaper.run_reap_stale(timeout_seconds=60) == [run.pk]
     run.refresh_from_db()
     assert run.status == Status.CANCELLED and run.finished_at is not None
     assert enqueued == []
@@ -43,9 +44,9 @@ def test_a_run_queued_too_long_is_sent_again_once_per_period(make_run, enqueued,
     TrainingRun.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(hours=2))
     recent = make_run(status=Status.QUEUED)
     TrainingRun.objects.filter(pk=recent.pk).update(enqueued_at=timezone.now())
-    assert run_services.run_requeue_lost_messages(after_seconds=600) == [old.pk]
+    assert reaper.run_requeue_lost_messages(after_seconds=600) == [old.pk]
     assert [call["args"] for call in enqueued] == [[old.pk]]
-    assert run_services.run_requeue_lost_messages(after_seconds=600) == []  # just sent: not again yet
+    assert reaper.run_requeue_lost_messages(after_seconds=600) == []  # just sent: not again yet
     old.refresh_from_db()
     assert old.enqueued_at is not None and old.status == Status.QUEUED
 
