@@ -218,6 +218,7 @@ def run_mixed(args: argparse.Namespace, host: str, port: int, photos: list[Path]
         bodies = [p.read_bytes() for p in photos]
         warm = run_load(host, port, photos[:8], clients=len(workers), seconds=3, max_requests=4 * len(workers))
         time.sleep(2)
+        health_alone = health_latency(host, port)
         load_before = os.getloadavg()
         watch = RssWatch(workers).start()
         mixed = Mix(host, port, seconds=args.seconds, good_clients=args.good_clients, good_per_minute=args.good_per_minute,
@@ -235,6 +236,7 @@ def run_mixed(args: argparse.Namespace, host: str, port: int, photos: list[Path]
         "load_average_before": [round(x, 2) for x in load_before], "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "good_clients": args.good_clients, "good_per_minute_each": args.good_per_minute,
         "warm_up": {"requests": warm["requests"], "errors": warm["errors"]},
+        "health_alone": health_alone,
         "good_requests": good["requests"], "good_errors": good["unexpected"],
         "good_p50_ms": good["p50_ms"], "good_p95_ms": good["p95_ms"],
         "worker_rss": rss, "classes": classes,
@@ -245,6 +247,22 @@ def run_mixed(args: argparse.Namespace, host: str, port: int, photos: list[Path]
     print(markdown_table(classes))
     failed = any(c["unexpected"] for c in classes.values()) or not rss["all_workers_alive"] or good["requests"] == 0
     return 1 if failed else 0
+
+
+def health_latency(host: str, port: int, count: int = 50) -> dict:
+    """GET /api/health ``count`` times in a row on one connection, before the mix starts."""
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    latencies, statuses = [], {}
+    for _ in range(count):
+        t0 = time.perf_counter()
+        conn.request("GET", "/api/health")
+        response = conn.getresponse()
+        response.read()
+        latencies.append(time.perf_counter() - t0)
+        statuses[str(response.status)] = statuses.get(str(response.status), 0) + 1
+    conn.close()
+    ordered = sorted(latencies)
+    return {"requests": count, "statuses": statuses, "p50_ms": percentile_ms(ordered, 0.5), "p95_ms": percentile_ms(ordered, 0.95)}
 
 
 def markdown_table(classes: dict) -> str:
