@@ -9,14 +9,25 @@ from classifier.web import health, heartbeat
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory):
+    """A Redis of this module's own: workers of other test runs on this machine write their
+    heartbeats into the shared one (127.0.0.1:6379), which would make these answers flaky."""
+    from tests.services import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path_factory.mktemp("health-redis"))
+    yield server.url
+    server.stop()
+
+
 @pytest.fixture
-def real_redis(settings, redis_url):
+def real_redis(settings, own_redis):
     import redis
 
-    settings.REDIS_URL = redis_url
-    redis.Redis.from_url(redis_url).delete(heartbeat.KEY)
-    yield redis_url
-    redis.Redis.from_url(redis_url).delete(heartbeat.KEY)
+    settings.REDIS_URL = own_redis
+    redis.Redis.from_url(own_redis).delete(heartbeat.KEY)
+    yield own_redis
+    redis.Redis.from_url(own_redis).delete(heartbeat.KEY)
 
 
 @pytest.fixture
