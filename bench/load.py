@@ -37,6 +37,7 @@ import ipaddress
 import json
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -202,7 +203,11 @@ def run_mixed(args: argparse.Namespace, host: str, port: int, photos: list[Path]
             return fail(f"port {port} is already in use: stop what runs there or choose another --port")
         stack = Stack(port=port, var_dir=args.var_dir or Path(f"/tmp/breedlab-load-{port}"))
         print(f"starting the stack on {args.url} (log: {stack.var_dir / 'stack.log'})", flush=True)
-        stack.start()
+        try:
+            stack.start()
+        except RuntimeError as exc:
+            stack.stop()
+            return fail(str(exc))
     else:
         try:
             socket.create_connection((host, port), timeout=3).close()
@@ -211,10 +216,13 @@ def run_mixed(args: argparse.Namespace, host: str, port: int, photos: list[Path]
     try:
         if stack is not None and not args.no_seed and len(finished_run_ids(args.url)) < 2:
             print("training two short runs for the chart pages (manage.py import_dataset, finetune --wait)", flush=True)
-            seed_run(stack, SHARED / "datasets/stanford-dogs-120", runs=2 - len(finished_run_ids(args.url)))
-        workers = gunicorn_workers(host, port)
+            try:
+                seed_run(stack, SHARED / "datasets/stanford-dogs-120", runs=2 - len(finished_run_ids(args.url)))
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                return fail(f"seeding the chart runs failed: {exc}")
+        workers = gunicorn_workers(port)
         if not workers:
-            return fail(f"no gunicorn worker serves {host}:{port} on this machine (needed for the RSS figures)")
+            return fail(f"no gunicorn worker is bound to port {port} on this machine (needed for the RSS figures)")
         bodies = [p.read_bytes() for p in photos]
         warm = run_load(host, port, photos[:8], clients=len(workers), seconds=3, max_requests=4 * len(workers))
         time.sleep(2)

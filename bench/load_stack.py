@@ -5,8 +5,8 @@
   and waits, as Ctrl-C would.
 - ``seed_run``: ``manage.py import_dataset`` of a few shared breeds and two short ``manage.py finetune
   --wait`` runs, so that the chart pages have runs to draw and compare (skipped when two have finished).
-- ``gunicorn_workers``: the worker processes of the gunicorn that listens on HOST:PORT (their
-  command line names the bind address; a worker's parent is the gunicorn master).
+- ``gunicorn_workers``: the worker processes of the gunicorn bound to PORT (their command line
+  names the bind address; a worker's parent is the gunicorn master).
 - ``RssWatch``: samples those workers' resident memory every 0.1 s: before, peak, after, per pid.
 """
 
@@ -117,13 +117,12 @@ def seed_run(stack: Stack, photos_root: Path, *, runs: int = 2, per_class: int =
         )
 
 
-def gunicorn_workers(host: str, port: int) -> list[psutil.Process]:
-    """The gunicorn workers serving HOST:PORT (forked workers keep the master's command line)."""
-    bind = f"{host}:{port}"
+def gunicorn_workers(port: int) -> list[psutil.Process]:
+    """The gunicorn workers bound to PORT (forked workers keep the master's command line)."""
     serving = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if "gunicorn" in cmd and bind in cmd:
+        argv = proc.info["cmdline"] or []
+        if any("gunicorn" in a for a in argv) and any(a.endswith(f":{port}") for a in argv):
             serving.append(proc)
     pids = {p.pid for p in serving}
     return [p for p in serving if p.ppid() in pids]
