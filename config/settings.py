@@ -24,6 +24,7 @@ from config.env import (
     launcher_value,
     read_secret_key,
 )
+from training.objectstore import parse_storage_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -99,8 +100,18 @@ TEMPLATES = [
 VAR_DIR = env_path("BREEDLAB_VAR_DIR", BASE_DIR / "var", base=BASE_DIR)
 MEDIA_ROOT = env_path("MEDIA_ROOT", VAR_DIR / "media", base=BASE_DIR)
 MEDIA_URL = "/media/"
-DATASETS_ROOT = env_path("BREEDLAB_DATASETS_ROOT", VAR_DIR / "datasets", base=BASE_DIR)
-RUNS_ROOT = env_path("BREEDLAB_RUNS_ROOT", VAR_DIR / "runs", base=BASE_DIR)
+# Datasets, run folders and model versions: a local folder (the default: VAR_DIR; every host
+# mounts it) or s3://bucket/prefix (endpoint and credentials from the AWS_* variables). With S3,
+# DATASETS_ROOT and RUNS_ROOT are this host's caches of the bucket (classifier/storage/remote.py).
+BREEDLAB_STORAGE_URL = env_str("BREEDLAB_STORAGE_URL", "") or str(VAR_DIR)
+try:
+    BREEDLAB_STORAGE_S3 = parse_storage_url(BREEDLAB_STORAGE_URL)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"BREEDLAB_STORAGE_URL: {exc}") from None
+BREEDLAB_STORAGE_CACHE_DIR = env_path("BREEDLAB_STORAGE_CACHE_DIR", VAR_DIR / "cache" / "storage", base=BASE_DIR)
+_FILES_ROOT = BREEDLAB_STORAGE_CACHE_DIR if BREEDLAB_STORAGE_S3 else env_path("BREEDLAB_STORAGE_URL", VAR_DIR, base=BASE_DIR)
+DATASETS_ROOT = env_path("BREEDLAB_DATASETS_ROOT", _FILES_ROOT / "datasets", base=BASE_DIR)
+RUNS_ROOT = env_path("BREEDLAB_RUNS_ROOT", _FILES_ROOT / "runs", base=BASE_DIR)
 STATIC_URL = "/static/"
 STATIC_ROOT = env_path("STATIC_ROOT", VAR_DIR / "static", base=BASE_DIR)
 STATICFILES_DIRS = [BASE_DIR / "static"]

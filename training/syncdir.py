@@ -77,11 +77,13 @@ def manifest_bytes(manifest: dict[str, Any] | None) -> int:
     return sum(int(entry["size"]) for entry in (manifest or {}).get("files", {}).values())
 
 
-def push_dir(store: ObjectStore, prefix: str, folder: Path, *, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+def push_dir(
+    store: ObjectStore, prefix: str, folder: Path, *, previous: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Publish ``folder`` under ``prefix``: new blobs first, the manifest last. Returns the manifest.
 
     ``previous``: the manifest this process published last (saves reading it back); blobs it names
-    are not uploaded again.
+    are not uploaded again. ``extra``: more fields for the manifest (e.g. ``{"final": True}``).
     """
     folder = Path(folder)
     current = previous if previous is not None else read_manifest(store, prefix)
@@ -94,7 +96,7 @@ def push_dir(store: ObjectStore, prefix: str, folder: Path, *, previous: dict[st
             store.put_file(f"{prefix}/{BLOBS}/{sha}", path)
             known.add(sha)
         files[rel] = {"sha256": sha, "size": size}
-    manifest = {"format": FORMAT, "sequence": int((current or {}).get("sequence", 0)) + 1, "files": files}
+    manifest = {**(extra or {}), "format": FORMAT, "sequence": int((current or {}).get("sequence", 0)) + 1, "files": files}
     # 1. every blob it names is uploaded; 2. this one PUT makes them visible; 3. then prune.
     store.put_bytes(f"{prefix}/{MANIFEST}", json.dumps(manifest, indent=1, sort_keys=True).encode())
     keep = {e["sha256"] for e in files.values()} | {e["sha256"] for e in (current or {}).get("files", {}).values()}

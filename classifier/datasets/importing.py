@@ -23,6 +23,8 @@ from classifier.datasets.archives import ArchiveError
 from classifier.datasets.report import build_report
 from classifier.datasets.storage import DatasetError, remove_folder
 from classifier.models import Dataset
+from classifier.storage import remote
+from training.objectstore import StorageError
 from training.splits import DEFAULT_TEST_FRACTION, duplicate_groups, file_fingerprint
 from training.splits import split_files as training_split_files
 
@@ -60,6 +62,9 @@ def import_into(
     except OSError as exc:
         log.exception("dataset %s: import failed", dataset.pk)
         message = _("The files could not be written: %(error)s") % {"error": exc.strerror or exc}
+    except StorageError as exc:
+        log.exception("dataset %s: upload to object storage failed", dataset.pk)
+        message = _("The photos could not be uploaded to object storage: %(error)s") % {"error": exc}
     except Exception as exc:
         log.exception("dataset %s: import failed", dataset.pk)
         message = _("The import failed unexpectedly (%(error)s).") % {"error": type(exc).__name__}
@@ -131,6 +136,8 @@ def finish(
     dataset.classes = [item["name"] for item in report["classes"] if item["images"]]
     dataset.image_count = report["total_images"]
     dataset.split = split
+    # With object storage: the files are in the bucket (manifest last) before anyone sees "ready".
+    remote.publish(remote.DATASETS, dataset.path, final=True)
     dataset.status = Dataset.Status.READY
     dataset.error = ""
     dataset.save(update_fields=["report", "classes", "image_count", "split", "status", "error"])

@@ -1,7 +1,8 @@
 """Reads about datasets: lists, versions, folders and files on disk, corrections ready to merge,
 whether a run can start on one, and the key of its validation split.
 
-Used by every room's views, api and services; imports classifier.models only.
+Used by every room's views, api and services; imports classifier.models and classifier.storage.remote
+(a ready version's files come from object storage when it is configured).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from django.db.models import QuerySet
 from django.utils.translation import gettext as _
 
 from classifier.models import Dataset, Feedback
+from classifier.storage import remote
 
 
 def dataset_get_by_ref(ref: str | int) -> Dataset:
@@ -56,6 +58,8 @@ def dataset_folder(dataset: Dataset) -> Path:
     folder = (root / relative).resolve()
     if folder == root or not folder.is_relative_to(root):
         raise ValueError(f"Dataset {dataset.pk} has a folder outside the datasets root: {dataset.path!r}.")
+    if dataset.status == Dataset.Status.READY:
+        remote.dataset_local(dataset.path)  # with object storage: downloaded once into this host's cache
     return folder
 
 

@@ -14,7 +14,7 @@ root). Rules:
 
 Writes go through these functions. Imports classifier.datasets.archives,
 classifier.datasets.importing, classifier.datasets.selectors, classifier.datasets.storage,
-classifier.models, training.data, training.files (besides Django and libraries); never another
+classifier.models, classifier.storage.services (soft deletion), training.data, training.files (besides Django and libraries); never another
 domain's views or api.
 """
 
@@ -31,8 +31,6 @@ from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
-from django.db.models import ProtectedError
 from django.utils import timezone
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
@@ -53,6 +51,7 @@ from classifier.datasets.storage import (
     write_addition,
 )
 from classifier.models import Dataset, Feedback
+from classifier.storage import services as storage_services
 from training.data import IMAGE_EXTENSIONS
 from training.files import atomic_write
 from training.splits import DEFAULT_VAL_FRACTION as TRAINING_DEFAULT_VAL_FRACTION
@@ -232,21 +231,15 @@ def dataset_merge_feedback(*, dataset: Dataset, created_by=None) -> Dataset:
     return version
 
 
-def dataset_delete(*, dataset: Dataset) -> None:
-    """Delete a dataset that no run uses, with its folder and cached thumbnails."""
-    if dataset.status == Dataset.Status.IMPORTING:
-        raise DatasetError(_("%(dataset)s is still importing; it cannot be deleted now.") % {"dataset": dataset})
-    if dataset.runs.exists():
-        raise DatasetError(_("%(dataset)s is used by training runs and cannot be deleted.") % {"dataset": dataset})
-    folder = selectors.dataset_folder(dataset)
-    cache = cache_dir(dataset)
+def dataset_delete(*, dataset: Dataset, user=None) -> int:
+    """Soft-delete a dataset version no run uses, like runs and model versions
+    (classifier.storage.services.item_delete): it leaves the lists at once and can be restored;
+    its folder (and objects in the bucket) and cached thumbnails go with the periodic purge after
+    ``BREEDLAB_DELETE_GRACE_HOURS``. Returns the bytes that frees."""
     try:
-        with transaction.atomic():
-            dataset.delete()
-    except ProtectedError as exc:  # a run was created meanwhile
-        raise DatasetError(_("%(dataset)s is used by training runs and cannot be deleted.") % {"dataset": dataset}) from exc
-    remove_folder(folder)
-    shutil.rmtree(cache, ignore_errors=True)
+        return storage_services.item_delete(obj=dataset, user=user)
+    except storage_services.StorageError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 # 2. Thumbnails and charts (cached, derived files) ----------------------------------------------

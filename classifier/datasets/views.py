@@ -16,6 +16,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST
@@ -195,11 +196,12 @@ def dataset_delete(request: HttpRequest, pk: int) -> HttpResponse:
     dataset = get_object_or_404(Dataset, pk=pk)
     label = str(dataset)
     try:
-        dataset_services.dataset_delete(dataset=dataset)
+        size = dataset_services.dataset_delete(dataset=dataset, user=request.user)
     except dataset_services.DatasetError as exc:
         messages.error(request, str(exc))
         return redirect(dataset)
-    messages.success(request, _("Deleted %(dataset)s.") % {"dataset": label})
+    messages.success(request, _("Deleted %(dataset)s; %(size)s are freed when the grace period ends (it can be restored from the storage page until then).")
+                     % {"dataset": label, "size": filesizeformat(size)})
     return redirect("classifier:dataset_list")
 
 

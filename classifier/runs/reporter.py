@@ -49,8 +49,12 @@ class DbReporter:
         config: dict[str, Any],
         interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        on_checkpoint: Callable[[], object] | None = None,
     ) -> None:
         self.run_id = run_id
+        # Called when an epoch's checkpoint is committed (before the epoch's row): object storage
+        # gets the run folder (classifier.storage.remote.publish), so another worker can resume.
+        self.on_checkpoint = on_checkpoint
         self.attempt = attempt
         self.epochs = {"head": int(config.get("head_epochs") or 0), "finetune": int(config.get("finetune_epochs") or 0)}
         self.interval = interval
@@ -200,6 +204,8 @@ class DbReporter:
         )
 
     def on_epoch_end(self, *, phase: str, epoch: int, metrics: dict[str, Any]) -> None:
+        if self.on_checkpoint is not None and not self.lost and self._owned().exists():
+            self.on_checkpoint()  # training saved the epoch's checkpoint just before calling this
         values = {name: _finite(metrics.get(name)) for name in METRIC_FIELDS}
         with transaction.atomic():
             if self._owned().exists():

@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db.models import QuerySet
 
 from classifier.models import TrainingRun
+from classifier.storage import remote
+from training.objectstore import StorageError
 
 
 def run_list(*, status: str | None = None, backbone: str | None = None, dataset_id: int | None = None) -> QuerySet[TrainingRun]:
@@ -41,10 +43,11 @@ def run_validation_report(run: TrainingRun) -> dict | None:
     """The run's validation.json (confusion matrix, per-class metrics, per-image predictions), or None."""
     if not run.out_dir:
         return None
-    path = Path(settings.RUNS_ROOT) / run.out_dir / "validation.json"
     try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
+        # With object storage a finished run's folder is downloaded once; a running one is not fetched.
+        folder = remote.run_local(run.out_dir) if run.status == TrainingRun.Status.SUCCEEDED else Path(settings.RUNS_ROOT) / run.out_dir
+        report = json.loads((folder / "validation.json").read_text())
+    except (OSError, ValueError, StorageError):
         return None
     return report if isinstance(report, dict) else None
 

@@ -13,7 +13,7 @@ that lost its run to the reaper can no longer write to it, and a second delivery
 task finds nothing to claim.
 
 Writes go through these functions. Imports classifier.datasets.selectors, classifier.models,
-classifier.runs.config, classifier.runs.reporter, classifier.serving.calibrate,
+classifier.runs.config, classifier.runs.reporter, classifier.serving.calibrate, classifier.storage.remote,
 classifier.versions.services, training.checkpoint, training.errors, training.finetune (besides
 Django and libraries); never another domain's views or api.
 """
@@ -35,11 +35,12 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from classifier.datasets.selectors import dataset_blocking_reason
+from classifier.datasets.selectors import dataset_blocking_reason, dataset_folder
 from classifier.models import Dataset, EpochMetric, TrainingRun
 from classifier.runs import config as runconfig
 from classifier.runs.reporter import DbReporter
 from classifier.serving import calibrate as serving_calibrate
+from classifier.storage import remote
 from classifier.versions import services as versions
 from training.checkpoint import CHECKPOINT_DIR, atomic_write_json
 from training.errors import Cancelled, NonFiniteLoss, TrainingError
@@ -143,6 +144,8 @@ def run_resumable(run: TrainingRun) -> bool:
     """A cancelled or failed run whose last epoch checkpoint is on disk can go on from there."""
     if run.status not in (Status.CANCELLED, Status.FAILED) or not run.out_dir:
         return False
+    if remote.enabled():  # the bucket's manifest decides: any worker resumes from it
+        return f"{CHECKPOINT_DIR}/last.json" in (remote.published_files(remote.RUNS, run.out_dir) or {})
     return (Path(settings.RUNS_ROOT) / run.out_dir / CHECKPOINT_DIR / "last.json").is_file()
 
 
@@ -252,11 +255,14 @@ def run_execute(*, run_id: int, worker: str = "") -> str | None:
     attempt = run.attempts
     out_dir = Path(settings.RUNS_ROOT) / run.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    if attempt > 1:
+        remote.run_local(run.out_dir, fresh=True)  # object storage: the last checkpoint any worker published
     resume = attempt > 1 and (out_dir / CHECKPOINT_DIR / "last.json").is_file()
     if not resume:
         EpochMetric.objects.filter(run_id=run_id).delete()  # leftovers of an attempt that never checkpointed
     config = dict(run.config)
-    reporter = DbReporter(run_id=run_id, attempt=attempt, config=config)
+    reporter = DbReporter(run_id=run_id, attempt=attempt, config=config,
+                          on_checkpoint=(lambda: remote.publish(remote.RUNS, run.out_dir)) if remote.enabled() else None)
     reporter.start(resumed=resume)
     heartbeat = _Heartbeat(reporter, interval=max(0.5, min(30.0, settings.BREEDLAB_HEARTBEAT_TIMEOUT / 4)))
     heartbeat.start()
@@ -265,7 +271,7 @@ def run_execute(*, run_id: int, worker: str = "") -> str | None:
         notes.append(f"Attempt {attempt} resumed from the last saved epoch after the worker was lost.")
     try:
         split_file = _write_split(run, out_dir)
-        data_dir = Path(settings.DATASETS_ROOT) / run.dataset.path
+        data_dir = dataset_folder(run.dataset)  # with object storage: downloaded once into this host's cache
         oom_retried = False
         while True:
             try:
@@ -298,6 +304,7 @@ def run_execute(*, run_id: int, worker: str = "") -> str | None:
             log.warning("run %s: attempt %s lost the run before its final writes; nothing recorded", run_id, attempt)
             return None
         calibration = _calibrate(run_id, attempt, out_dir, detail=reporter.stage_detail("calibrate"))
+        remote.publish(remote.RUNS, run.out_dir, final=True)  # the model version's files, before its row
     except Cancelled as exc:
         if reporter.lost:
             return None

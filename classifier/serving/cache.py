@@ -33,6 +33,7 @@ from classifier.models import ModelVersion
 from classifier.serving.builtin import BuiltinServingModel, thresholds_from_metrics
 from classifier.serving.calibration import DEFAULT_THRESHOLDS, Thresholds, load_thresholds
 from classifier.serving.engine import ServingModel, build_serving
+from classifier.storage import remote
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def run_dir_for(path: str) -> Path:
     relative = PurePosixPath(path or "")
     if not path or relative.is_absolute() or ".." in relative.parts or str(relative) in ("", "."):
         raise ValueError(f"model folder {path!r} is not inside the runs storage root")
-    return Path(settings.RUNS_ROOT) / relative
+    return remote.run_local(relative.as_posix())  # with object storage: downloaded on first use, kept per version
 
 
 def _files_identity(folder: Path) -> tuple:

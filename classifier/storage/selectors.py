@@ -1,6 +1,9 @@
 """Reads about storage: sizes on disk of datasets, runs and model versions, and pending deletions.
 
-Imports classifier.models (besides Django and libraries).
+With object storage (BREEDLAB_STORAGE_URL=s3://...) an item's size is what its objects take in the
+bucket (listed, not estimated), which is what the purge frees there; the local folders are caches.
+
+Imports classifier.datasets.storage (cache folders), classifier.models, classifier.storage.remote (besides Django and libraries).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from pathlib import Path, PurePosixPath
 from django.conf import settings
 from django.utils.translation import gettext as _
 
+from classifier.datasets.storage import cache_dir
 from classifier.models import Dataset, ModelVersion, TrainingRun
+from classifier.storage import remote
 
 KINDS = ("run", "dataset", "model")
 
@@ -72,7 +77,8 @@ def export_files(version_ids) -> list[Path]:
 
 
 def item_paths(obj) -> list[Path]:
-    """Everything deleting ``obj`` removes: its folder and the cached export archives of its model version(s)."""
+    """Everything deleting ``obj`` removes: its folder, a dataset's cached thumbnails, and the cached
+    export archives of its model version(s)."""
     folder = item_folder(obj)
     if isinstance(obj, TrainingRun):
         versions = ModelVersion.objects.filter(run=obj).values_list("pk", flat=True)
@@ -80,11 +86,29 @@ def item_paths(obj) -> list[Path]:
         versions = [obj.pk]
     else:
         versions = []
-    return ([folder] if folder is not None else []) + export_files(versions)
+    derived = [cache_dir(obj)] if isinstance(obj, Dataset) else []  # thumbnails and charts
+    return ([folder] if folder is not None else []) + derived + export_files(versions)
+
+
+def item_remote(obj) -> tuple[str, str] | None:
+    """``(kind, folder)`` of the item's objects in the bucket, or None (files are local, or it owns no folder)."""
+    if not remote.enabled() or item_folder(obj) is None:
+        return None
+    if isinstance(obj, TrainingRun):
+        return remote.RUNS, obj.out_dir
+    if isinstance(obj, Dataset):
+        return remote.DATASETS, obj.path
+    return remote.RUNS, obj.path
 
 
 def item_bytes(obj) -> int:
-    return sum(folder_bytes(p) for p in item_paths(obj))
+    """Bytes deleting ``obj`` frees: its folder (in the bucket with object storage) and its export archives."""
+    where = item_remote(obj)
+    paths = item_paths(obj)
+    if where is None:
+        return sum(folder_bytes(p) for p in paths)
+    folder = item_folder(obj)
+    return (remote.stored_bytes(*where) or 0) + sum(folder_bytes(p) for p in paths if p != folder)
 
 
 def purge_after(deleted_at: datetime) -> datetime:
@@ -155,4 +179,8 @@ def storage_roots() -> list[tuple[str, Path, int]]:
     """The storage roots and how much each holds."""
     roots = [("datasets", Path(settings.DATASETS_ROOT)), ("runs", Path(settings.RUNS_ROOT)), ("media", Path(settings.MEDIA_ROOT)),
              ("serving cache", Path(settings.BREEDLAB_SERVING_CACHE_DIR))]
-    return [(name, path, folder_bytes(path)) for name, path in roots]
+    found = [(name, path, folder_bytes(path)) for name, path in roots]
+    if remote.enabled():  # the local folders are this host's caches; the bucket holds the files
+        url = settings.BREEDLAB_STORAGE_URL.rstrip("/")
+        found += [(f"bucket: {kind}", f"{url}/{kind}/", size) for kind, size in remote.bucket_bytes().items()]
+    return found

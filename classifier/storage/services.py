@@ -6,7 +6,7 @@ stay until the periodic purge (``classifier.tasks.purge_deleted``, celery beat) 
 ``BREEDLAB_DELETE_GRACE_HOURS``. Refused: the active model's run, a queued or running run, a dataset
 version a (not deleted) run uses or that is still importing, the active or the built-in model version.
 
-Imports classifier.models, classifier.storage.selectors (besides Django and libraries).
+Imports classifier.datasets.storage, classifier.models, classifier.storage.remote, classifier.storage.selectors (besides Django and libraries).
 """
 
 from __future__ import annotations
@@ -20,8 +20,18 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from classifier.datasets.storage import remove_folder
 from classifier.models import Dataset, ModelVersion, TrainingRun
-from classifier.storage.selectors import deletion_blocker, folder_bytes, item_bytes, item_paths, purge_after
+from classifier.storage import remote
+from classifier.storage.selectors import (
+    deletion_blocker,
+    folder_bytes,
+    item_bytes,
+    item_folder,
+    item_paths,
+    item_remote,
+    purge_after,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +71,18 @@ def item_restore(*, obj) -> None:
 
 
 def _remove(obj) -> int:
-    size = 0
+    """Remove the item's files; returns the bytes freed (with object storage: the bucket's objects,
+    then this host's cached copy, which is not counted)."""
+    where = item_remote(obj)
+    folder = item_folder(obj)
+    size = remote.remove(*where) if where is not None else 0
     for path in item_paths(obj):
-        size += folder_bytes(path)
+        if where is None or path != folder:
+            size += folder_bytes(path)
         if path.is_symlink() or path.is_file():
             path.unlink()
+        elif isinstance(obj, Dataset) and path == folder:
+            remove_folder(path)  # and its name's folder when that is left empty
         elif path.exists():
             shutil.rmtree(path)
     return size

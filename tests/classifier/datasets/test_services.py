@@ -175,16 +175,33 @@ def test_merging_corrections_makes_a_new_version_and_keeps_the_old_one_untouched
         services.dataset_merge_feedback(dataset=v1)
 
 
-def test_deleting_refuses_a_dataset_used_by_a_run_and_removes_an_unused_one(tmp_path, settings, make_run):
+def test_deleting_refuses_a_dataset_a_run_uses_and_soft_deletes_an_unused_one_until_the_purge(tmp_path, settings, make_run):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from classifier.datasets.selectors import dataset_list
+    from classifier.storage.services import purge_deleted
+
     archive = make_zip(tmp_path / "dogs.zip", imagefolder_entries({"beagle": 5, "pug": 5}))
     used = services.dataset_import_archive(name="used", archive_path=archive)
     make_run(dataset=used)
-    with pytest.raises(services.DatasetError, match="used by training runs"):
+    with pytest.raises(services.DatasetError, match="Runs use it"):
         services.dataset_delete(dataset=used)
     assert (Path(settings.DATASETS_ROOT) / used.path).is_dir()
 
     unused = services.dataset_import_archive(name="unused", archive_path=archive)
-    services.dataset_delete(dataset=unused)
+    folder = Path(settings.DATASETS_ROOT) / unused.path
+    size = services.dataset_delete(dataset=unused)
+    assert size > 0
+    # Soft: it leaves the lists at once, its files stay for the grace period.
+    assert Dataset.objects.get(pk=unused.pk).deleted_at is not None and unused not in dataset_list()
+    assert folder.is_dir()
+    with pytest.raises(services.DatasetError, match="already deleted"):
+        services.dataset_delete(dataset=unused)
+    assert purge_deleted()["dataset"] == 0  # within the grace period
+    done = purge_deleted(now=timezone.now() + timedelta(hours=settings.BREEDLAB_DELETE_GRACE_HOURS, minutes=1))
+    assert done["dataset"] == 1 and done["bytes"] == size
     assert not Dataset.objects.filter(pk=unused.pk).exists()
     assert not (Path(settings.DATASETS_ROOT) / "unused").exists()
 

@@ -279,11 +279,14 @@ def test_staff_delete_an_unused_dataset_but_not_one_a_run_uses(staff_client, tmp
     dataset = make_ready_dataset(tmp_path)
     run = make_run(dataset=dataset)
     response = staff_client.post(reverse("classifier:dataset_delete", args=[dataset.pk]), follow=True)
-    assert "used by training runs" in response.content.decode()
+    assert "Runs use it" in response.content.decode()
     run.delete()
-    staff_client.post(reverse("classifier:dataset_delete", args=[dataset.pk]))
-    assert not Dataset.objects.filter(pk=dataset.pk).exists()
-    assert files_under(Path(settings.DATASETS_ROOT)) == set()
+    response = staff_client.post(reverse("classifier:dataset_delete", args=[dataset.pk]), follow=True)
+    assert "freed when the grace period ends" in response.content.decode()
+    # Soft, like runs and model versions: gone from the list, files kept until the purge.
+    assert Dataset.objects.get(pk=dataset.pk).deleted_at is not None
+    assert dataset.name not in staff_client.get(reverse("classifier:dataset_list")).content.decode()
+    assert files_under(Path(settings.DATASETS_ROOT)) != set()
 
 
 def test_a_failed_import_shows_its_error(client, tmp_path):
