@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import threading
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -41,12 +42,14 @@ _locks_guard = threading.Lock()
 
 def store() -> ObjectStore | None:
     """The bucket, or None when files are local."""
-    return _store_for(settings.BREEDLAB_STORAGE_URL) if settings.BREEDLAB_STORAGE_S3 else None
+    if not settings.BREEDLAB_STORAGE_S3:
+        return None
+    return _store_for(settings.BREEDLAB_STORAGE_URL, os.environ.get("AWS_ENDPOINT_URL", ""))
 
 
 @functools.cache
-def _store_for(url: str) -> ObjectStore | None:
-    return open_store(url)
+def _store_for(url: str, endpoint: str) -> ObjectStore | None:
+    return open_store(url)  # one boto3 client per process (and endpoint: tests start their own servers)
 
 
 def enabled() -> bool:

@@ -6,6 +6,7 @@ import pytest
 
 from tests.classifier.model_fixtures import *  # noqa: F401,F403  (a fine-tuned model, trained once per session)
 from tests.classifier.run_fixtures import *  # noqa: F401,F403  (a tiny real dataset, a recorded training queue)
+from tests.classifier.s3_fixtures import *  # noqa: F401,F403  (an S3-compatible server, this process using it)
 
 
 @pytest.fixture(autouse=True)

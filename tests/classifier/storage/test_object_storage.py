@@ -1,0 +1,98 @@
+"""Datasets, run folders and model versions in object storage (BREEDLAB_STORAGE_URL=s3://...),
+against moto's S3 server over HTTP: published at import, read on another host from the bucket
+alone, and the storage page's sizes are what deleting frees in the bucket."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from classifier.datasets import services as dataset_services
+from classifier.datasets.selectors import dataset_folder
+from classifier.models import Dataset
+from classifier.storage import remote
+from classifier.storage.selectors import item_bytes, storage_roots
+from classifier.storage.services import purge_deleted
+from tests.classifier.dataset_archives import imagefolder_entries, make_zip
+
+pytestmark = pytest.mark.django_db
+
+
+def import_dogs(tmp_path: Path, name: str = "dogs") -> Dataset:
+    archive = make_zip(tmp_path / f"{name}.zip", imagefolder_entries({"beagle": 5, "pug": 5}))
+    return dataset_services.dataset_import_archive(name=name, archive_path=archive)
+
+
+def other_host(settings, tmp_path: Path, name: str) -> None:
+    """Point this process at another host's empty caches (the bucket is all they share)."""
+    host = tmp_path / name
+    settings.BREEDLAB_STORAGE_CACHE_DIR = host / "cache"
+    settings.DATASETS_ROOT = host / "cache" / "datasets"
+    settings.RUNS_ROOT = host / "cache" / "runs"
+
+
+def test_an_imported_dataset_version_is_in_the_bucket_and_another_host_downloads_it_once(s3_storage, settings, tmp_path, monkeypatch):
+    dataset = import_dogs(tmp_path)
+    assert dataset.status == Dataset.Status.READY
+    published = remote.published_files(remote.DATASETS, dataset.path)
+    assert sorted(published) == sorted(f for part in ("train", "val", "test") for f in dataset.split[part])
+    assert s3_storage.bytes_under(f"site/datasets/{dataset.path}/blobs/") == sum(e["size"] for e in published.values())
+
+    other_host(settings, tmp_path, "worker")
+    fetched = []
+    real_get_file = remote.store().get_file
+    monkeypatch.setattr(remote.store(), "get_file", lambda name, path: fetched.append(name) or real_get_file(name, path))
+    folder = dataset_folder(dataset)
+    assert folder.is_relative_to(Path(settings.DATASETS_ROOT).resolve())
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(published)
+    assert len(fetched) == len(published)
+    dataset_folder(dataset)  # a version never changes: the second use downloads nothing
+    assert len(fetched) == len(published)
+
+
+def test_the_storage_page_shows_bucket_sizes_and_deleting_frees_what_it_said(s3_storage, settings, tmp_path, staff_client):
+    dataset = import_dogs(tmp_path)
+    keep = import_dogs(tmp_path, "keep")
+    in_bucket = s3_storage.bytes_under(f"site/datasets/{dataset.path}/")
+    assert in_bucket > 0 and item_bytes(dataset) == in_bucket  # what the bucket holds, listed
+
+    page = staff_client.get(reverse("classifier:storage")).content.decode()
+    assert "bucket: datasets" in page and s3_storage.url in page
+    assert dict((name, size) for name, _path, size in storage_roots())["bucket: datasets"] == s3_storage.bytes_under("site/datasets/")
+
+    # Another host (its cache is empty) deletes and purges: the bucket frees exactly that much.
+    shutil.rmtree(settings.DATASETS_ROOT)
+    other_host(settings, tmp_path, "web2")
+    before = s3_storage.bytes_under("site/")
+    said = dataset_services.dataset_delete(dataset=dataset)
+    assert said == in_bucket
+    assert s3_storage.bytes_under("site/") == before  # soft: nothing goes before the grace period
+    done = purge_deleted(now=timezone.now() + timedelta(hours=settings.BREEDLAB_DELETE_GRACE_HOURS, minutes=1))
+    assert done["dataset"] == 1 and done["bytes"] == said
+    assert before - s3_storage.bytes_under("site/") == said
+    assert s3_storage.bytes_under(f"site/datasets/{dataset.path}/") == 0
+    assert remote.published_files(remote.DATASETS, keep.path)  # its neighbour is untouched
+
+
+def test_an_upload_that_fails_fails_the_import_with_a_clear_error(s3_storage, tmp_path, monkeypatch):
+    from training.objectstore import StorageError
+
+    def refuse(*args, **kwargs):
+        raise StorageError("Object storage could not upload ...: AccessDenied")
+
+    monkeypatch.setattr(remote.store(), "put_file", refuse)
+    with pytest.raises(dataset_services.DatasetError, match="could not be uploaded to object storage"):
+        import_dogs(tmp_path)
+    failed = Dataset.objects.get(name="dogs")
+    assert failed.status == Dataset.Status.FAILED and "AccessDenied" in failed.error
+
+
+def test_a_local_storage_url_keeps_todays_folders(settings):
+    assert settings.BREEDLAB_STORAGE_S3 is None and remote.store() is None
+    assert remote.local(remote.RUNS, "run-1") == Path(settings.RUNS_ROOT) / "run-1"
+    assert remote.publish(remote.RUNS, "run-1") is None and remote.stored_bytes(remote.RUNS, "run-1") is None
