@@ -25,7 +25,7 @@ DEVICES = ("auto", "cpu", "cuda")
 # Known optimizer names (training.optim owns the table; this list only guards validate()).
 OPTIMIZER_NAMES = ("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw")
 
-_PATH_FIELDS = ("data_dir", "val_dir", "test_dir", "split_file", "backbone_weights")
+PATH_FIELDS = ("data_dir", "val_dir", "test_dir", "split_file", "backbone_weights")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (paths as strings)."""
         out = dataclasses.asdict(self)
-        for name in _PATH_FIELDS:
+        for name in PATH_FIELDS:
             if out[name] is not None:
                 out[name] = str(out[name])
         return out
@@ -99,7 +99,7 @@ class TrainConfig:
         if "data_dir" not in data:
             raise ConfigError("The configuration needs data_dir, the folder with one sub-folder per class.")
         values = dict(data)
-        for name in _PATH_FIELDS:
+        for name in PATH_FIELDS:
             if values.get(name) is not None:
                 values[name] = str(values[name])
         try:

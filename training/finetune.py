@@ -22,6 +22,7 @@ bitwise reproducible.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import torch
 
 from training import checkpoint as ckpt
 from training.backbones import Backbone, get_backbone, init_head_from_classifier, match_original_classes
-from training.config import TrainConfig
+from training.config import PATH_FIELDS, TrainConfig
 from training.data import check_classes, decode_images, epoch_order, num_batches, sample_seed, warn_skipped
 from training.engine import evaluate, train_one_epoch
 from training.errors import Cancelled, ConfigError, DataError, TrainingError
@@ -127,10 +128,22 @@ class _Run:
         )
 
     def _config_fingerprint(self) -> dict[str, Any]:
+        """The configuration a checkpoint must match to be resumed: without where the files are on
+        this host (another host may resume the run from a copy of its folder, e.g. from object
+        storage), with the split file's content instead of its path."""
         d = self.config.to_dict()
-        for volatile in ("device", "num_workers"):
-            d.pop(volatile)
+        for volatile in ("device", "num_workers", *PATH_FIELDS):
+            d.pop(volatile, None)
+        split_file = self.config.split_file
+        d["split_sha256"] = hashlib.sha256(Path(split_file).read_bytes()).hexdigest() if split_file else None
         return d
+
+    def _fingerprint_matches(self, saved: dict[str, Any] | None) -> bool:
+        saved = {k: v for k, v in (saved or {}).items() if k not in PATH_FIELDS}
+        current = self._config_fingerprint()
+        if "split_sha256" not in saved:  # a checkpoint written before the split's hash was recorded
+            current.pop("split_sha256")
+        return saved == current
 
     # ---- 1) data and model ---------------------------------------------------------------
     def _prepare(self) -> None:
@@ -227,7 +240,7 @@ class _Run:
         loaded = ckpt.load_training_checkpoint(self.out_dir) if self.resume else None
         if loaded is not None:
             model_state, opt_state, progress = loaded
-            if progress.get("config") != self._config_fingerprint() or progress.get("classes") != self.classes:
+            if not self._fingerprint_matches(progress.get("config")) or progress.get("classes") != self.classes:
                 raise TrainingError(
                     f"The checkpoint in {self.out_dir} belongs to a different configuration or dataset; "
                     "start the run in a new folder or without resume."

@@ -49,7 +49,10 @@ def _free_port() -> int:
 @pytest.fixture
 def s3_server():
     """moto's S3 server on a free local port with an empty bucket."""
+    import logging
+
     server_module = pytest.importorskip("moto.server", reason="moto[server] is not installed (requirements.txt)")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     port = _free_port()
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from tests.training.conftest import make_image_folder
 from training import checkpoint as ckpt
-from training.errors import Cancelled, NonFiniteLoss
+from training.errors import Cancelled, NonFiniteLoss, TrainingError
 from training.finetune import finetune
 from training.predict import Predictor
 from training.reporting import NullReporter, Reporter
@@ -139,6 +139,31 @@ def test_cancel_saves_a_checkpoint_and_resume_finishes_like_an_uninterrupted_run
     assert len(result.history) == 4
     assert _equal(_weights(out), _weights(tmp_path / "full"))
     assert not (out / "checkpoint").exists()
+
+
+def test_another_host_resumes_from_a_copy_of_the_run_folder_with_its_own_paths(tiny_config, tmp_path):
+    """Object storage: the worker that resumes has the dataset and the run folder at other paths."""
+    import dataclasses
+
+    finetune(tiny_config, out_dir=tmp_path / "full")
+
+    def after_first_finetune_epoch(events):
+        return any(e[0] == "epoch" and e[1]["phase"] == "finetune" for e in events)
+
+    with pytest.raises(Cancelled):
+        finetune(tiny_config, out_dir=tmp_path / "host1", reporter=Recorder(after_first_finetune_epoch))
+    shutil.copytree(tmp_path / "host1", tmp_path / "host2")
+    shutil.copytree(tiny_config.data_dir, tmp_path / "data-on-host2")
+    elsewhere = dataclasses.replace(tiny_config, data_dir=str(tmp_path / "data-on-host2"))
+    rec = Recorder()
+    finetune(elsewhere, out_dir=tmp_path / "host2", reporter=rec, resume=True)
+    assert [(e[1]["phase"], e[1]["epoch"]) for e in rec.events if e[0] == "epoch"] == [("finetune", 2)]
+    assert _equal(_weights(tmp_path / "host2"), _weights(tmp_path / "full"))
+
+    # What the run trains on still has to match: another learning rate is refused.
+    shutil.copytree(tmp_path / "host1", tmp_path / "host3")
+    with pytest.raises(TrainingError, match="different configuration"):
+        finetune(dataclasses.replace(elsewhere, finetune_lr=5e-4), out_dir=tmp_path / "host3", resume=True)
 
 
 def test_cancel_during_feature_caching_raises_cancelled_and_resume_starts_over(tiny_config, tmp_path):

@@ -7,6 +7,9 @@ test process, the web process).
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 from datetime import timedelta
 from pathlib import Path
 
@@ -120,3 +123,58 @@ def test_import_train_on_two_workers_promote_and_classify_through_the_bucket(
     done = storage_services.purge_deleted(now=timezone.now() + timedelta(hours=settings.BREEDLAB_DELETE_GRACE_HOURS, minutes=1))
     assert done["run"] == 1
     assert before - s3_storage.bytes_under("site/runs/") == said
+
+
+def test_a_run_whose_worker_is_lost_resumes_on_another_worker_from_the_bucket(
+    s3_storage, broker, redis_url, settings, tmp_path, api, stanford_dogs_dir, tiny_weights
+):
+    from classifier.runs.reaper import run_reap_stale
+
+    source = tmp_path / "photos"
+    copy_tiny_dataset(stanford_dogs_dir, source)
+    dataset = dataset_services.dataset_import_folder(name="tiny-s3", source=source)
+    hosts = {name: tmp_path / f"host-{name}" for name in ("doomed", "spare")}
+    group = WorkerGroup(tmp_path, lambda name: worker_env(
+        redis_url=redis_url, settings=settings, var_dir=hosts[name] / "var",
+        **host_dirs(hosts[name]), **s3_storage.env, BREEDLAB_HEARTBEAT_TIMEOUT=4, BREEDLAB_MAX_RUN_ATTEMPTS=2,
+    ))
+    config = {**TINY_CONFIG, "finetune_epochs": 200}  # long enough to be mid-run when the worker dies
+    try:
+        doomed = group.start("doomed")
+        response = api.post("/api/runs", {"dataset": dataset.pk, "config": config}, content_type="application/json")
+        run_id = response.json()["id"]
+        manifest_key = f"site/runs/run-{run_id}/manifest.json"
+
+        def uploaded_epochs() -> int:
+            try:
+                body = s3_storage.client().get_object(Bucket="breedlab-test", Key=manifest_key)["Body"].read()
+            except Exception:  # noqa: BLE001 - not uploaded yet
+                return 0
+            return TrainingRun.objects.get(pk=run_id).epochs.count() if "checkpoint/last.json" in json.loads(body)["files"] else 0
+
+        wait_for(lambda: uploaded_epochs() >= 3, timeout=180, what="three uploaded checkpoints", procs=[doomed])
+        os.killpg(doomed.pid, signal.SIGKILL)  # the host is gone, and its disk with it
+        doomed.wait(10)
+        shutil.rmtree(hosts["doomed"])
+        run = TrainingRun.objects.get(pk=run_id)
+        epochs_before = run.epochs.count()
+        first_rows = set(run.epochs.values_list("pk", flat=True))
+        assert run_reap_stale(lost_worker=run.worker) == [run_id]
+
+        spare = group.start("spare")  # another host: an empty cache, only the bucket to resume from
+        run = wait_for(
+            lambda: (r := TrainingRun.objects.get(pk=run_id)).attempts == 2 and r.epochs.count() > epochs_before + 1 and r,
+            timeout=180, what="the resumed attempt to train", procs=[spare],
+        )
+    finally:
+        group.stop_all()
+    assert run.worker.startswith("spare@")
+    rows = list(run.epochs.values_list("phase", "epoch"))
+    # It went on from an uploaded checkpoint: the rows of the epochs trained on the lost host are
+    # kept (an attempt without a checkpoint starts over and deletes them), no epoch is recorded
+    # twice, and the numbers go on without a gap.
+    assert first_rows <= set(run.epochs.values_list("pk", flat=True))
+    assert len(rows) == len(set(rows))
+    finetune = sorted(e for p, e in rows if p == "finetune")
+    assert finetune == list(range(1, len(finetune) + 1))
+    assert (hosts["spare"] / "cache" / "runs" / f"run-{run_id}" / "checkpoint" / "last.json").is_file()
