@@ -128,20 +128,15 @@ class _Run:
         )
 
     def _config_fingerprint(self) -> dict[str, Any]:
-        """The configuration a checkpoint must match to be resumed: without where the files are on
-        this host (another host may resume the run from a copy of its folder, e.g. from object
-        storage), with the split file's content instead of its path."""
-        d = self.config.to_dict()
-        for volatile in ("device", "num_workers", *PATH_FIELDS):
-            d.pop(volatile, None)
-        split_file = self.config.split_file
-        d["split_sha256"] = hashlib.sha256(Path(split_file).read_bytes()).hexdigest() if split_file else None
-        return d
+        """What a checkpoint must match to resume: not where files are on this host (another host
+        may resume from a copy of the folder), the split file's content instead of its path."""
+        d = {k: v for k, v in self.config.to_dict().items() if k not in ("device", "num_workers", *PATH_FIELDS)}
+        split = self.config.split_file
+        return {**d, "split_sha256": hashlib.sha256(Path(split).read_bytes()).hexdigest() if split else None}
 
     def _fingerprint_matches(self, saved: dict[str, Any] | None) -> bool:
-        saved = {k: v for k, v in (saved or {}).items() if k not in PATH_FIELDS}
-        current = self._config_fingerprint()
-        if "split_sha256" not in saved:  # a checkpoint written before the split's hash was recorded
+        saved, current = {k: v for k, v in (saved or {}).items() if k not in PATH_FIELDS}, self._config_fingerprint()
+        if "split_sha256" not in saved:  # written before the split's hash was recorded
             current.pop("split_sha256")
         return saved == current
 

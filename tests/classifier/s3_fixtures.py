@@ -79,4 +79,6 @@ def s3_storage(s3_server, settings, monkeypatch, tmp_path):
     settings.DATASETS_ROOT = web / "cache" / "storage" / "datasets"
     settings.RUNS_ROOT = web / "cache" / "storage" / "runs"
     settings.BREEDLAB_SERVING_CACHE_DIR = web / "cache" / "serving"
+    for folder in (settings.DATASETS_ROOT, settings.RUNS_ROOT):
+        Path(folder).mkdir(parents=True)
     return s3_server

@@ -96,3 +96,48 @@ def test_a_local_storage_url_keeps_todays_folders(settings):
     assert settings.BREEDLAB_STORAGE_S3 is None and remote.store() is None
     assert remote.local(remote.RUNS, "run-1") == Path(settings.RUNS_ROOT) / "run-1"
     assert remote.publish(remote.RUNS, "run-1") is None and remote.stored_bytes(remote.RUNS, "run-1") is None
+
+
+@pytest.mark.slow
+def test_model_versions_serve_export_and_import_on_a_host_that_has_only_the_bucket(
+    s3_storage, settings, tmp_path, staff_client, finetuned_run, register_version, held_out_photos, fresh_serving
+):
+    import io
+    import zipfile
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from classifier.serving import cache as inference
+
+    version = register_version(finetuned_run)  # host 1 (where the run trained) publishes its folder
+    assert remote.publish(remote.RUNS, version.path, final=True)["final"] is True
+    photo = held_out_photos["pug"][-1]
+
+    def top5() -> list[str]:
+        upload = SimpleUploadedFile(photo.name, photo.read_bytes(), content_type="image/jpeg")
+        response = staff_client.post("/api/predict", {"image": upload, "top_k": "5"})
+        assert response.status_code == 200, response.content
+        return [p["label"] for p in response.json()["predictions"]]
+
+    before = top5()
+    other_host(settings, tmp_path, "web2")
+    settings.BREEDLAB_SERVING_CACHE_DIR = tmp_path / "web2" / "serving"
+    inference.reset_current()
+    assert top5() == before  # downloaded into this host's cache on first use
+    assert (Path(settings.RUNS_ROOT) / version.path / "model.safetensors").is_file()
+
+    response = staff_client.get(f"/api/models/{version.pk}/export")
+    assert response.status_code == 200, response.content[:300]
+    archive = b"".join(response.streaming_content)
+    assert zipfile.is_zipfile(io.BytesIO(archive))
+
+    # An import on this host goes to the bucket too: a third host serves it.
+    response = staff_client.post("/api/models/import", {"archive": SimpleUploadedFile("m.zip", archive)})
+    assert response.status_code == 201, response.content
+    imported = response.json()["id"]
+    assert "model.safetensors" in remote.published_files(remote.RUNS, f"imported/{imported}")
+    other_host(settings, tmp_path, "web3")
+    settings.BREEDLAB_SERVING_CACHE_DIR = tmp_path / "web3" / "serving"
+    inference.reset_current()
+    assert staff_client.post(f"/api/models/{imported}/promote").status_code == 200
+    assert top5() == before
