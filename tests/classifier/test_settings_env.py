@@ -61,6 +61,26 @@ def test_manage_py_stops_with_one_sentence_on_bad_configuration():
     assert "SECRET_KEY is not set" in result.stderr
 
 
+def test_a_malformed_storage_url_stops_the_process_with_one_sentence():
+    result = _manage_check({"SECRET_KEY": "x" * 50, "BREEDLAB_STORAGE_URL": "gs://bucket/prefix"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Configuration error: BREEDLAB_STORAGE_URL")
+
+
+def test_an_s3_storage_url_keeps_datasets_and_runs_in_the_storage_cache(tmp_path):
+    code = "from django.conf import settings as s; print(s.BREEDLAB_STORAGE_S3, s.DATASETS_ROOT, s.RUNS_ROOT, sep='|')"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BREEDLAB_", "AWS_"))}
+    env.update(DJANGO_SETTINGS_MODULE="config.settings", SECRET_KEY="x" * 50, BREEDLAB_STORAGE_URL="s3://lab/breedlab/",
+               BREEDLAB_STORAGE_CACHE_DIR=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", f"import django; django.setup(); {code}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    parsed, datasets, runs = done.stdout.strip().split("|")
+    assert parsed == "StorageUrl(bucket='lab', prefix='breedlab')"
+    assert (datasets, runs) == (str(tmp_path / "cache" / "datasets"), str(tmp_path / "cache" / "runs"))
+
+
 def test_check_deploy_passes_under_production_settings():
     env = {k: v for k, v in os.environ.items() if k not in ("DEBUG",)}
     env.update(
