@@ -78,12 +78,15 @@ def manifest_bytes(manifest: dict[str, Any] | None) -> int:
 
 
 def push_dir(
-    store: ObjectStore, prefix: str, folder: Path, *, previous: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
+    store: ObjectStore, prefix: str, folder: Path, *, previous: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None, keep_previous: bool = True,
 ) -> dict[str, Any]:
     """Publish ``folder`` under ``prefix``: new blobs first, the manifest last. Returns the manifest.
 
     ``previous``: the manifest this process published last (saves reading it back); blobs it names
     are not uploaded again. ``extra``: more fields for the manifest (e.g. ``{"final": True}``).
+    ``keep_previous=False`` (a last upload nobody resumes from) also removes the previous
+    manifest's blobs, e.g. a finished run's last training checkpoint.
     """
     folder = Path(folder)
     current = previous if previous is not None else read_manifest(store, prefix)
@@ -99,7 +102,9 @@ def push_dir(
     manifest = {**(extra or {}), "format": FORMAT, "sequence": int((current or {}).get("sequence", 0)) + 1, "files": files}
     # 1. every blob it names is uploaded; 2. this one PUT makes them visible; 3. then prune.
     store.put_bytes(f"{prefix}/{MANIFEST}", json.dumps(manifest, indent=1, sort_keys=True).encode())
-    keep = {e["sha256"] for e in files.values()} | {e["sha256"] for e in (current or {}).get("files", {}).values()}
+    keep = {e["sha256"] for e in files.values()}
+    if keep_previous:
+        keep |= {e["sha256"] for e in (current or {}).get("files", {}).values()}
     stale = [name for name, _size in store.list(f"{prefix}/{BLOBS}") if name.rsplit("/", 1)[-1] not in keep]
     if stale:
         store.delete(stale)

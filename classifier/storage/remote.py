@@ -88,14 +88,15 @@ def _local_manifest(kind: str, relative: str) -> dict[str, Any] | None:
 
 
 def publish(kind: str, relative: str, *, final: bool = False) -> dict[str, Any] | None:
-    """Upload the local folder's files, then its manifest (``final``: nothing will change any more).
+    """Upload the local folder's files, then its manifest (``final``: nothing will change any more,
+    so blobs only earlier uploads name, such as a finished run's training checkpoint, are removed).
     None when files are local."""
     bucket = store()
     if bucket is None:
         return None
     folder = _root(kind) / _checked(relative)
     with _lock(kind, relative):
-        manifest = push_dir(bucket, prefix(kind, relative), folder, extra={"final": final})
+        manifest = push_dir(bucket, prefix(kind, relative), folder, extra={"final": final}, keep_previous=not final)
         atomic_write_json(_marker(kind, relative), manifest)
     return manifest
 

@@ -4,6 +4,7 @@ their hashes, the manifest written last, so a half-uploaded checkpoint is never 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -126,6 +127,17 @@ def test_blobs_only_old_manifests_name_are_pruned_but_the_previous_ones_stay(sto
     shas = {name.rsplit("/", 1)[-1] for name, _s in store.list("runs/run-4/blobs")}
     # Steps 2 and 3 (the current and previous manifest): two weights files, two last.json.
     assert len(shas) == 4
+
+
+def test_a_last_upload_that_keeps_nothing_previous_leaves_only_its_own_blobs(store, tmp_path):
+    worker = tmp_path / "w"
+    write_checkpoint(worker, 1, b"checkpoint" * 50)
+    push_dir(store, "runs/run-7", worker)
+    shutil.rmtree(worker / "checkpoint")  # a finished run: its training checkpoint is gone
+    (worker / "model.safetensors").write_bytes(b"final weights")
+    final = push_dir(store, "runs/run-7", worker, extra={"final": True}, keep_previous=False)
+    assert final["final"] is True and list(final["files"]) == ["model.safetensors"]
+    assert store.size("runs/run-7/blobs") == len(b"final weights")
 
 
 def test_a_blob_with_other_bytes_is_refused(store, tmp_path):

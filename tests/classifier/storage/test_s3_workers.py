@@ -92,13 +92,20 @@ def test_import_train_on_two_workers_promote_and_classify_through_the_bucket(
         manifest = json.loads(s3_storage.client().get_object(
             Bucket="breedlab-test", Key=f"site/runs/{run.out_dir}/manifest.json")["Body"].read())
         assert manifest["final"] is True and {"model.safetensors", "meta.json", "validation.json"} <= set(manifest["files"])
+        # The last upload removed the training checkpoints: the bucket holds the final files only.
+        assert not any(name.startswith("checkpoint/") for name in manifest["files"])
+        final_blobs = {entry["sha256"]: entry["size"] for entry in manifest["files"].values()}
+        assert s3_storage.bytes_under(f"site/runs/{run.out_dir}/blobs/") == sum(final_blobs.values())
         host = hosts[run.worker.split("@")[0]]
         # The worker trained locally: the dataset in its own cache, downloaded once; only its own run folder.
         assert (host / "cache" / "datasets" / dataset.path / "beagle").is_dir()
         assert (host / "cache" / "runs" / run.out_dir / "model.safetensors").is_file()
         other = next(r for r in runs if r.pk != run.pk)
         assert not (host / "cache" / "runs" / other.out_dir).exists()
-    # The web process has no run folder yet: nothing is shared but the bucket.
+    # The web process has no run folder yet: nothing is shared but the bucket. The workers' hosts
+    # go away (on one machine their absolute paths would otherwise still be readable).
+    for host in hosts.values():
+        shutil.rmtree(host)
     web_runs = Path(settings.RUNS_ROOT)
     assert not any((web_runs / run.out_dir).exists() for run in runs)
 
