@@ -55,6 +55,20 @@ def test_an_imported_dataset_version_is_in_the_bucket_and_another_host_downloads
     assert len(fetched) == len(published)
 
 
+def test_dataset_pages_on_a_host_that_has_only_the_bucket_show_thumbnails_and_charts(s3_storage, settings, tmp_path, staff_client):
+    dataset = import_dogs(tmp_path)
+    shutil.rmtree(settings.DATASETS_ROOT)  # the importing host is gone
+    other_host(settings, tmp_path, "web2")
+    settings.MEDIA_ROOT = tmp_path / "web2" / "media"
+    first = dataset.split["train"][0]
+    page = staff_client.get(dataset.get_absolute_url())
+    assert page.status_code == 200
+    thumb = staff_client.get(reverse("classifier:dataset_thumbnail", args=[dataset.pk, first]))
+    assert thumb.status_code == 200 and thumb["Content-Type"] == "image/jpeg"
+    chart = staff_client.get(reverse("classifier:dataset_chart", args=[dataset.pk]))
+    assert chart.status_code == 200 and b"<svg" in b"".join(chart.streaming_content)
+
+
 def test_the_storage_page_shows_bucket_sizes_and_deleting_frees_what_it_said(s3_storage, settings, tmp_path, staff_client):
     dataset = import_dogs(tmp_path)
     keep = import_dogs(tmp_path, "keep")

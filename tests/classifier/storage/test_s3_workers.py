@@ -6,14 +6,17 @@ test process, the web process).
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shutil
 import signal
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
@@ -122,6 +125,13 @@ def test_import_train_on_two_workers_promote_and_classify_through_the_bucket(
     assert {p["label"] for p in answer.json()["predictions"]} <= {"beagle", "chihuahua", "pug"}
     assert (web_runs / served.out_dir / "model.safetensors").is_file()
     assert Client().get(f"/runs/{served.pk}/").status_code == 200
+    # The validation page (the run's validation.json) and its photos (the dataset), from the bucket.
+    staff = Client()
+    staff.force_login(User.objects.get(is_staff=True))
+    validation = staff.get(f"/runs/{served.pk}/validation/")
+    assert validation.status_code == 200
+    photo_url = re.search(rf'/datasets/{dataset.pk}/thumbs/[^"]+', validation.content.decode())
+    assert photo_url and staff.get(html.unescape(photo_url.group(0))).status_code == 200
 
     # 4. Deleting the other run frees in the bucket what the storage page said.
     before = s3_storage.bytes_under("site/runs/")
