@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from classifier.models import Dataset, EpochMetric, Feedback, ModelVersion, Prediction, TrainingRun
 
@@ -128,11 +129,11 @@ class FeedbackAdmin(admin.ModelAdmin):
         from classifier.serving.services import feedback_review
 
         count = feedback_review(feedback_ids=queryset.values_list("pk", flat=True), accept=True, reviewer=request.user)
-        self.message_user(request, _("%(n)s correction(s) accepted.") % {"n": count})
+        self.message_user(request, ngettext("%(n)s correction accepted.", "%(n)s corrections accepted.", count) % {"n": count})
 
     @admin.action(description=_("Reject the selected corrections"))
     def reject(self, request, queryset):
         from classifier.serving.services import feedback_review
 
         count = feedback_review(feedback_ids=queryset.values_list("pk", flat=True), accept=False, reviewer=request.user)
-        self.message_user(request, _("%(n)s correction(s) rejected.") % {"n": count})
+        self.message_user(request, ngettext("%(n)s correction rejected.", "%(n)s corrections rejected.", count) % {"n": count})

@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.utils import timezone
-from django.utils.translation import get_language
+from django.utils.translation import get_language, ngettext
 from django.utils.translation import gettext as _
 
 from classifier.datasets import selectors
@@ -222,7 +222,9 @@ def dataset_merge_feedback(*, dataset: Dataset, created_by=None) -> Dataset:
                 origin=_("correction #%(id)s") % {"id": feedback.pk},
             )
         )
-    description = _("%(parent)s with %(count)d merged correction(s).") % {"parent": dataset, "count": len(additions)}
+    description = ngettext(
+        "%(parent)s with %(count)d merged correction.", "%(parent)s with %(count)d merged corrections.", len(additions)
+    ) % {"parent": dataset, "count": len(additions)}
     version = dataset_new_version(parent=dataset, additions=additions, created_by=created_by, description=description)
     # Conditional: a correction merged meanwhile by someone else keeps its first merge.
     Feedback.objects.filter(pk__in=[item.pk for item, _class in mergeable], merged_into__isnull=True).update(

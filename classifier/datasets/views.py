@@ -2,7 +2,8 @@
 
 Thin: it parses the request, calls services and selectors, and renders. Imports
 classifier.datasets.forms, classifier.datasets.selectors, classifier.datasets.services,
-classifier.models, classifier.runs.selectors, classifier.web.access (besides Django and libraries);
+classifier.models, classifier.runs.selectors, classifier.web.access, classifier.web.templatetags.run_format
+(besides Django and libraries);
 never another domain's views or api.
 """
 
@@ -27,6 +28,7 @@ from classifier.datasets.forms import ArchiveSizeLimit, DatasetUploadForm
 from classifier.models import Dataset
 from classifier.runs import selectors as runs_selectors
 from classifier.web.access import staff_required
+from classifier.web.templatetags.run_format import counted
 
 THUMBNAILS_PER_PAGE = 24
 # Cached derived files of a dataset never change (a dataset is never changed in place).
@@ -138,8 +140,9 @@ def _dataset_create(request: HttpRequest, limit: ArchiveSizeLimit) -> HttpRespon
             else:
                 messages.success(
                     request,
-                    _("Imported %(dataset)s: %(images)d photos of %(classes)d breeds.")
-                    % {"dataset": dataset, "images": dataset.image_count, "classes": dataset.class_count},
+                    _("Imported %(dataset)s: %(photos)s, %(breeds)s.")
+                    % {"dataset": dataset, "photos": counted(dataset.image_count, "photo"),
+                       "breeds": counted(dataset.class_count, "breed")},
                 )
             if wants_json:
                 return JsonResponse({"id": dataset.pk, "url": dataset.get_absolute_url()}, status=201)

@@ -4,7 +4,8 @@ values shown as a person reads them, and the settings left at their default set 
 The run page and the comparison page show ``config_groups(...)``; a key this table does not know
 (a setting added to TrainConfig later) still shows, under its own name, in the last group.
 
-Imports classifier.runs.config (besides Django and libraries); never another domain's views or api.
+Imports classifier.runs.config and classifier.web.templatetags.run_format (besides Django and libraries);
+never another domain's views or api.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.utils.formats import get_format, number_format
-from django.utils.translation import gettext, gettext_lazy
+from django.utils.translation import gettext, gettext_lazy, npgettext
 from django.utils.translation import gettext_lazy as _
 
 from classifier.runs import config as runconfig
+from classifier.web.templatetags.run_format import plural_count
 
 GROUPS = {
     "data": gettext_lazy("Data"),
@@ -31,14 +33,35 @@ GROUPS = {
 class Setting:
     group: str
     label: Any
-    unit: Any = ""
+    unit: Any = ""  # a fixed text, or a function of the count for nouns ("1 epoch", "5 epochs")
     help: Any = ""
+
+
+# Units that are nouns take the number's form ("1 epoch", "2 epochs"; "1 эпоха", "2 эпохи", "5 эпох").
+def _photos(n: int) -> str:
+    return npgettext("unit", "photo", "photos", n)
+
+
+def _minutes(n: int) -> str:
+    return npgettext("unit", "minute", "minutes", n)
+
+
+def _epochs(n: int) -> str:
+    return npgettext("unit", "epoch", "epochs", n)
+
+
+def _blocks(n: int) -> str:
+    return npgettext("unit", "block", "blocks", n)
+
+
+def _epochs_without_progress(n: int) -> str:
+    return npgettext("unit", "epoch without progress", "epochs without progress", n)
 
 
 SETTINGS: dict[str, Setting] = {
     "image_size": Setting("data", _("Image size"), _("px"), _("Photos are resized to this square; empty: the backbone's own size.")),
     "augmentation": Setting("data", _("Augmentation"), "", _("Random crops, flips and colour changes of the training photos.")),
-    "batch_size": Setting("data", _("Batch size"), _("photos"), _("Photos per training step.")),
+    "batch_size": Setting("data", _("Batch size"), _photos, _("Photos per training step.")),
     "feature_views": Setting("data", _("Augmented views cached"), _("per photo"), _("How many varied copies of each photo the frozen backbone sees; 0: as many as the time budget allows.")),
     "test_fraction": Setting("data", _("Test share"), "", _("Share of each class kept aside and scored once at the end.")),
     "cache_features": Setting("data", _("Remember the frozen backbone's outputs"), "", _("Computes them once, so the head trains in seconds.")),
@@ -46,13 +69,13 @@ SETTINGS: dict[str, Setting] = {
     "init_head_from_pretrained": Setting("model", _("Start the head from the pretrained classes"), "", _("Breeds the pretrained network already knows start from its own weights.")),
     "head_dropout": Setting("model", _("Head dropout"), "", _("Share of features dropped at random while training the head.")),
     "freeze_batchnorm": Setting("model", _("Keep normalisation statistics frozen"), "", _("The backbone's batch-norm statistics stay as pretrained.")),
-    "budget_minutes": Setting("phases", _("Time budget"), _("minutes"), _("The run plans its views and epochs to finish within it; 0: no budget.")),
+    "budget_minutes": Setting("phases", _("Time budget"), _minutes, _("The run plans its views and epochs to finish within it; 0: no budget.")),
     "head_solver": Setting("phases", _("How the new head learns"), "", _("Solved exactly on the frozen features, or trained for epochs with the optimizer.")),
-    "head_epochs": Setting("phases", _("Training the new head"), _("epochs"), _("Passes over the photos with the backbone frozen (when the head is trained for epochs).")),
-    "finetune_epochs": Setting("phases", _("Fine-tuning"), _("epochs"), _("Passes over the photos with the last backbone blocks learning too; empty: as many as the time budget allows.")),
-    "warmup_epochs": Setting("phases", _("Warm-up"), _("epochs"), _("The fine-tuning learning rate rises from zero over this many epochs.")),
-    "unfreeze_blocks": Setting("phases", _("Backbone blocks that learn"), _("blocks"), _("-1: the whole backbone.")),
-    "early_stopping_patience": Setting("phases", _("Stop early after"), _("epochs without progress"), _("0: never stop early.")),
+    "head_epochs": Setting("phases", _("Training the new head"), _epochs, _("Passes over the photos with the backbone frozen (when the head is trained for epochs).")),
+    "finetune_epochs": Setting("phases", _("Fine-tuning"), _epochs, _("Passes over the photos with the last backbone blocks learning too; empty: as many as the time budget allows.")),
+    "warmup_epochs": Setting("phases", _("Warm-up"), _epochs, _("The fine-tuning learning rate rises from zero over this many epochs.")),
+    "unfreeze_blocks": Setting("phases", _("Backbone blocks that learn"), _blocks, _("-1: the whole backbone.")),
+    "early_stopping_patience": Setting("phases", _("Stop early after"), _epochs_without_progress, _("0: never stop early.")),
     "optimizer": Setting("optimizer", _("Optimizer"), "", _("The rule that updates the weights.")),
     "head_lr": Setting("optimizer", _("Learning rate of the head"), "", _("Step size while the backbone is frozen.")),
     "finetune_lr": Setting("optimizer", _("Learning rate of fine-tuning"), "", _("Step size once backbone blocks learn.")),
@@ -102,11 +125,19 @@ def value_text(key: str, value: Any) -> str:
     return str(value)
 
 
+def unit_text(key: str, value: Any) -> str:
+    """The unit shown after one setting's value ("" when there is none or the value is a word)."""
+    unit = SETTINGS[key].unit if key in SETTINGS else ""
+    if value is None or isinstance(value, bool | str) or (key in ("num_workers", "unfreeze_blocks") and value == -1):
+        return ""
+    return unit(plural_count(value)) if callable(unit) else str(unit)
+
+
 def config_groups(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Groups of rows for one or more configurations (one value column each).
 
-    Each row: key, label, unit, help, values (display strings), differs (the runs disagree) and
-    default (every run has the default value: the page folds such rows behind "more").
+    Each row: key, label, help, values (display strings), cells (each value with its unit, in the
+    form its number takes), differs (the runs disagree) and default (every run has the default value: the page folds such rows behind "more").
     """
     defaults = runconfig.default_config()
     keys: list[str] = []
@@ -121,9 +152,9 @@ def config_groups(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "key": key,
                 "label": str(setting.label),
-                "unit": str(setting.unit),
                 "help": str(setting.help),
                 "values": [value_text(key, v) for v in raw],
+                "cells": [{"text": value_text(key, v), "unit": unit_text(key, v)} for v in raw],
                 "differs": len({repr(v) for v in raw}) > 1,
                 "default": key in defaults and all(v == defaults[key] for v in raw),
             }

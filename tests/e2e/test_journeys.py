@@ -52,7 +52,7 @@ def test_staff_upload_a_dataset_start_a_run_watch_it_live_promote_it_and_classif
     page.get_by_role("button", name="Upload and check").click()
     page.wait_for_url(re.compile(r"/datasets/\d+/$"), timeout=60_000)
     n = len(JOURNEY_BREEDS) * PHOTOS_PER_BREED
-    expect(page.locator("body")).to_contain_text(f"{n} photos of {len(JOURNEY_BREEDS)} breeds")
+    expect(page.locator("body")).to_contain_text(f"{n} photos, {len(JOURNEY_BREEDS)} breeds")
     dataset_id = int(re.search(r"/datasets/(\d+)/", page.url).group(1))
     stack.state["dataset_id"] = dataset_id
     page.shot("dataset")

@@ -1,4 +1,4 @@
-"""Formatting for run pages: fractions as percentages, durations, ETAs.
+"""Formatting for run pages: fractions as percentages, durations, ETAs, counted nouns.
 
 Imports nothing of classifier/ or training/ (Django and libraries only).
 """
@@ -9,8 +9,9 @@ import math
 from datetime import timedelta
 
 from django import template
-from django.utils.formats import get_format
+from django.utils.formats import get_format, number_format
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 register = template.Library()
 
@@ -62,6 +63,37 @@ def seconds(value) -> str:
     if minutes:
         return _("%(m)d min %(s)02d s") % {"m": minutes, "s": secs}
     return _("%(s)d s") % {"s": secs}
+
+
+@register.filter
+def plural_count(value) -> int:
+    """The number that picks a noun's form: a whole number as it is; a fraction counts like 2.
+
+    Both languages use the form of 2 for fractions ("1.5 hours", "1,5 часа"), and gettext's plural
+    rules want an integer.
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 2
+    if not math.isfinite(number):
+        return 2
+    return abs(int(number)) if number == int(number) else 2
+
+
+# Nouns shown after a number: the forms for 1, 2 and 5 (Russian has three) through ngettext.
+COUNTED = {
+    "photo": lambda n: ngettext("%(n)s photo", "%(n)s photos", n),
+    "breed": lambda n: ngettext("%(n)s breed", "%(n)s breeds", n),
+    "epoch": lambda n: ngettext("%(n)s epoch", "%(n)s epochs", n),
+}
+
+
+@register.filter
+def counted(value, noun: str) -> str:
+    """A number with its noun in the right form: 1 -> "1 photo", 21 -> "21 фотография"."""
+    text = number_format(value) if isinstance(value, int | float) else str(value)
+    return COUNTED[noun](plural_count(value)) % {"n": text}
 
 
 @register.filter
