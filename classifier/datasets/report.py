@@ -14,8 +14,10 @@ with Pillow under the decompression-bomb limit and returns a JSON-serialisable d
       "duplicates": [{"sha256": str, "paths": [str, ...], "cross_class": bool}, ...],
       "sizes": {"width": {"min", "median", "max"} | None, "height": ... | None,
                 "shorter_side_histogram": [{"bucket": str, "min": int, "max": int | None, "count": int}]},
-      "problems": [str, ...],               # blocking: training must not start
-      "warnings": [str, ...],               # worth showing, not blocking
+      "problems": [str, ...],               # blocking: training must not start (English sentences)
+      "warnings": [str, ...],               # worth showing, not blocking (English sentences)
+      "problem_items": [{"code": str, ...}, ...],   # the same, as codes and numbers: pages
+      "warning_items": [{"code": str, ...}, ...],   # say them in the reader's language (see NOTES)
       "usable_files": {class: [relpath, ...]},
     }
 
@@ -37,7 +39,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["SKIP_REASONS", "build_report"]
+__all__ = ["NOTES", "SKIP_REASONS", "build_report", "note_text"]
 
 SKIP_REASONS = {
     "hidden": "hidden or system file",
@@ -52,6 +54,33 @@ JUNK_NAMES = frozenset({"__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini"})
 # Lower edges of the shorter-side histogram buckets; the last bucket is open-ended.
 SIZE_BUCKETS = (0, 128, 256, 512, 1024, 2048)
 IMBALANCE_WARNING_RATIO = 5.0
+
+
+def _s(n: int, one: str, many: str) -> str:
+    return one if n == 1 else many
+
+
+# Problems and warnings as codes with their numbers; the English sentence of each (the CLI, the API
+# and reports stored before the codes existed); classifier.datasets.report_text translates them.
+NOTES = {
+    "few_classes": lambda i: f"Found {i['found']} class {_s(i['found'], 'folder', 'folders')} with usable photos; "
+    "at least two are needed.",
+    "empty_class": lambda i: f"The class folder '{i['name']}' is empty.",
+    "few_photos": lambda i: f"The class '{i['name']}' has {i['photos']} usable {_s(i['photos'], 'photo', 'photos')}; "
+    f"at least {i['needed']} are needed.",
+    "imbalanced": lambda i: f"The classes are heavily imbalanced: '{i['largest']}' has {i['largest_photos']} photos, "
+    f"{i['ratio']:g} times as many as '{i['smallest']}' ({i['smallest_photos']}).",
+    "duplicates": lambda i: f"Found {i['groups']} {_s(i['groups'], 'group', 'groups')} of identical files "
+    f"({i['extra']} extra {_s(i['extra'], 'copy', 'copies')}, {i['cross']} {_s(i['cross'], 'group', 'groups')} "
+    "spanning different classes).",
+    "skipped": lambda i: f"{i['files']} {_s(i['files'], 'file was', 'files were')} skipped; "
+    "see the list of skipped files for reasons.",
+}
+
+
+def note_text(item: dict) -> str:
+    """The English sentence of a problem or warning item."""
+    return NOTES[item["code"]](item)
 
 
 def build_report(
@@ -119,6 +148,8 @@ def build_report(
         if len(paths) > 1
     ]
 
+    problem_items = _problems(counts, files_per_class, min_images_per_class)
+    warning_items = _warnings(counts, imbalance, duplicates, skipped)
     return {
         "root": str(root),
         "settings": {"min_side": min_side, "min_images_per_class": min_images_per_class, "max_pixels": max_pixels},
@@ -129,8 +160,10 @@ def build_report(
         "skipped": skipped,
         "duplicates": duplicates,
         "sizes": _size_summary(sizes),
-        "problems": _problems(counts, files_per_class, min_images_per_class),
-        "warnings": _warnings(counts, imbalance, duplicates, skipped),
+        "problems": [note_text(item) for item in problem_items],
+        "warnings": [note_text(item) for item in warning_items],
+        "problem_items": problem_items,
+        "warning_items": warning_items,
         "usable_files": {name: sorted(files) for name, files in sorted(usable.items())},
     }
 
@@ -226,38 +259,33 @@ def _size_summary(sizes: list[tuple[int, int]]) -> dict:
     }
 
 
-def _problems(counts: dict[str, int], files_per_class: dict[str, int], min_images: int) -> list[str]:
-    problems = []
+def _problems(counts: dict[str, int], files_per_class: dict[str, int], min_images: int) -> list[dict]:
+    problems: list[dict] = []
     usable_classes = [name for name, count in counts.items() if count]
     if len(usable_classes) < 2:
-        problems.append(f"Found {len(usable_classes)} class folder(s) with usable photos; at least two are needed.")
+        problems.append({"code": "few_classes", "found": len(usable_classes)})
     for name in sorted(counts):
         if files_per_class.get(name, 0) == 0:
-            problems.append(f"The class folder '{name}' is empty.")
+            problems.append({"code": "empty_class", "name": name})
         elif counts[name] < min_images:
-            problems.append(f"The class '{name}' has {counts[name]} usable photo(s); at least {min_images} are needed.")
+            problems.append({"code": "few_photos", "name": name, "photos": counts[name], "needed": min_images})
     return problems
 
 
 def _warnings(
     counts: dict[str, int], imbalance: float | None, duplicates: list[dict], skipped: list[dict]
-) -> list[str]:
-    notes = []
+) -> list[dict]:
+    notes: list[dict] = []
     nonzero = {name: count for name, count in counts.items() if count}
     if imbalance is not None and imbalance > IMBALANCE_WARNING_RATIO:
         largest = max(sorted(nonzero), key=nonzero.__getitem__)
         smallest = min(sorted(nonzero), key=nonzero.__getitem__)
-        notes.append(
-            f"The classes are heavily imbalanced: '{largest}' has {nonzero[largest]} photos, "
-            f"{imbalance:g} times as many as '{smallest}' ({nonzero[smallest]})."
-        )
+        notes.append({"code": "imbalanced", "largest": largest, "largest_photos": nonzero[largest], "ratio": imbalance,
+                      "smallest": smallest, "smallest_photos": nonzero[smallest]})
     if duplicates:
-        cross = sum(1 for group in duplicates if group["cross_class"])
-        extra = sum(len(group["paths"]) - 1 for group in duplicates)
-        notes.append(
-            f"Found {len(duplicates)} group(s) of identical files ({extra} extra copies, "
-            f"{cross} group(s) spanning different classes)."
-        )
+        notes.append({"code": "duplicates", "groups": len(duplicates),
+                      "extra": sum(len(group["paths"]) - 1 for group in duplicates),
+                      "cross": sum(1 for group in duplicates if group["cross_class"])})
     if skipped:
-        notes.append(f"{len(skipped)} file(s) were skipped; see the list of skipped files for reasons.")
+        notes.append({"code": "skipped", "files": len(skipped)})
     return notes

@@ -1,8 +1,9 @@
 """Reads about datasets: lists, versions, folders and files on disk, corrections ready to merge,
 whether a run can start on one, and the key of its validation split.
 
-Used by every room's views, api and services; imports classifier.models and classifier.storage.remote
-(a ready version's files come from object storage when it is configured).
+Used by every room's views, api and services; imports classifier.models, classifier.storage.remote
+(a ready version's files come from object storage when it is configured) and
+classifier.datasets.report_text (its problems in the reader's language).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils.translation import gettext as _
 
+from classifier.datasets.report_text import problem_sentences
 from classifier.models import Dataset, Feedback
 from classifier.storage import remote
 
@@ -128,7 +130,7 @@ def dataset_blocking_reason(dataset: Dataset) -> str | None:
         return _("Dataset %(dataset)s is not ready (status: %(status)s).") % {
             "dataset": dataset, "status": dataset.get_status_display()}
     if dataset.problems:
-        return _("Dataset %(dataset)s has problems: %(problems)s") % {"dataset": dataset, "problems": "; ".join(dataset.problems)}
+        return _("Dataset %(dataset)s has problems: %(problems)s") % {"dataset": dataset, "problems": "; ".join(problem_sentences(dataset.report))}
     split = dataset.split or {}
     if not split.get("train") or not split.get("val"):
         return _("Dataset %(dataset)s has no train/validation split yet.") % {"dataset": dataset}

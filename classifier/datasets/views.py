@@ -1,7 +1,8 @@
 """Dataset pages: the list, a dataset's report and photos, the upload, merges and deletion.
 
 Thin: it parses the request, calls services and selectors, and renders. Imports
-classifier.datasets.forms, classifier.datasets.selectors, classifier.datasets.services,
+classifier.datasets.forms, classifier.datasets.report_text, classifier.datasets.selectors,
+classifier.datasets.services,
 classifier.models, classifier.runs.selectors, classifier.web.access, classifier.web.templatetags.run_format
 (besides Django and libraries);
 never another domain's views or api.
@@ -25,6 +26,7 @@ from django.views.decorators.http import require_GET, require_POST
 from classifier.datasets import selectors
 from classifier.datasets import services as dataset_services
 from classifier.datasets.forms import ArchiveSizeLimit, DatasetUploadForm
+from classifier.datasets.report_text import problem_sentences, skip_reason, warning_sentences
 from classifier.models import Dataset
 from classifier.runs import selectors as runs_selectors
 from classifier.web.access import staff_required
@@ -48,7 +50,10 @@ IMAGE_TYPES = {
 
 @require_GET
 def dataset_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "classifier/datasets/list.html", {"datasets": selectors.dataset_list()})
+    datasets = list(selectors.dataset_list())
+    for dataset in datasets:
+        dataset.problem_text = " ".join(problem_sentences(dataset.report))
+    return render(request, "classifier/datasets/list.html", {"datasets": datasets})
 
 
 @require_GET
@@ -89,6 +94,9 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "run_count": dataset.runs.count(),
             "mergeable_count": mergeable_count,
             "can_train": dataset.status == Dataset.Status.READY and not dataset.problems,
+            "problems": problem_sentences(report),
+            "warnings": warning_sentences(report),
+            "skipped": [{**item, "reason_text": skip_reason(item.get("reason", ""))} for item in report.get("skipped", [])],
             "show_images": _images_visible(request),
         },
     )

@@ -160,7 +160,8 @@ def test_it_treats_images_over_a_lowered_pillow_limit_as_bombs(
 def test_it_reports_a_single_class_as_a_problem(root: Path, make_image: ImageFactory) -> None:
     fill(make_image, {"beagle": 6})
     report = build_report(root)
-    assert report["problems"] == ["Found 1 class folder(s) with usable photos; at least two are needed."]
+    assert report["problems"] == ["Found 1 class folder with usable photos; at least two are needed."]
+    assert report["problem_items"] == [{"code": "few_classes", "found": 1}]
     assert report["imbalance_ratio"] == 1.0
 
 
@@ -168,7 +169,8 @@ def test_it_reports_classes_with_too_few_usable_photos(root: Path, make_image: I
     fill(make_image, {"beagle": 5, "pug": 3})
     make_image("pug/tiny.jpg", size=(10, 10))
     report = build_report(root)
-    assert report["problems"] == ["The class 'pug' has 3 usable photo(s); at least 5 are needed."]
+    assert report["problems"] == ["The class 'pug' has 3 usable photos; at least 5 are needed."]
+    assert report["problem_items"] == [{"code": "few_photos", "name": "pug", "photos": 3, "needed": 5}]
     assert build_report(root, min_images_per_class=3)["problems"] == []
 
 
