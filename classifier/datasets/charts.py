@@ -26,17 +26,20 @@ VAL_COLOUR = "#e8a27c"
 PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
 
 
-def class_counts_svg(classes: list[dict], split: dict, labels: dict[str, str] | None = None) -> bytes:
+def class_counts_svg(
+    classes: list[dict], split: dict, labels: dict[str, str] | None = None, *, narrow: bool = False
+) -> bytes:
     """Horizontal stacked bars: usable images per class, split into train and validation.
 
     ``classes`` is ``report["classes"]`` ([{"name", "images", ...}]); ``split`` the stored split;
-    ``labels`` the translated "train", "validation" and "images" (English by default).
+    ``labels`` the translated "train", "validation" and "images" (English by default); ``narrow``
+    draws it for a phone's width (about the size it is shown, so its letters stay readable).
     """
     with matplotlib.rc_context(PLAIN_TEXT):
-        return _class_counts_svg(classes, split, labels)
+        return _class_counts_svg(classes, split, labels, narrow)
 
 
-def _class_counts_svg(classes: list[dict], split: dict, labels: dict[str, str] | None) -> bytes:
+def _class_counts_svg(classes: list[dict], split: dict, labels: dict[str, str] | None, narrow: bool) -> bytes:
     words = {"train": "train", "validation": "validation", "images": "images", **(labels or {})}
     names = [item["name"] for item in classes]
     val_counts = dict.fromkeys(names, 0)
@@ -49,14 +52,15 @@ def _class_counts_svg(classes: list[dict], split: dict, labels: dict[str, str] |
     train = [total - v for total, v in zip(totals, val)]
 
     height = max(2.0, 0.3 * len(names) + 1.1)
-    figure = Figure(figsize=(8.0, height), dpi=100)
+    figure = Figure(figsize=(3.9 if narrow else 8.0, height), dpi=100)
     axes = figure.add_subplot()
     positions = list(range(len(names)))
     axes.barh(positions, train, color=TRAIN_COLOUR, label=words["train"])
     axes.barh(positions, val, left=train, color=VAL_COLOUR, label=words["validation"])
     for y, total in zip(positions, totals):
         axes.text(total, y, f" {total}", va="center", ha="left", fontsize=10, color="#444444")
-    axes.set_yticks(positions, labels=[_short(class_display_name(name)) for name in names], fontsize=10)
+    limit = 18 if narrow else 28
+    axes.set_yticks(positions, labels=[_short(class_display_name(name), limit) for name in names], fontsize=10)
     axes.invert_yaxis()
     axes.set_xlabel(words["images"], fontsize=10)
     axes.tick_params(axis="x", labelsize=10)

@@ -313,17 +313,17 @@ def dataset_image_public(*, dataset: Dataset, path: Path, relpath: str) -> Path:
     return target
 
 
-def dataset_chart(*, dataset: Dataset) -> Path:
-    """The images-per-class bar chart (SVG), rendered once per dataset and cached."""
+def dataset_chart(*, dataset: Dataset, narrow: bool = False) -> Path:
+    """The images-per-class bar chart (SVG), rendered once per dataset, language and width and cached."""
     from classifier.datasets.charts import class_counts_svg
 
     language = (get_language() or "en").split("-")[0]
-    target = cache_dir(dataset) / f"class-counts-{language}.svg"
+    target = cache_dir(dataset) / f"class-counts-{language}{'-narrow' if narrow else ''}.svg"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     labels = {"train": _("train"), "validation": _("validation"), "images": _("images")}
-    svg = class_counts_svg(dataset.report.get("classes", []), dataset.split, labels=labels)
+    svg = class_counts_svg(dataset.report.get("classes", []), dataset.split, labels=labels, narrow=narrow)
     atomic_write(target, lambda handle: handle.write(svg))
     return target
 

@@ -259,7 +259,9 @@ def dataset_thumbnail(request: HttpRequest, pk: int, relpath: str) -> FileRespon
 @require_GET
 def dataset_chart(request: HttpRequest, pk: int) -> FileResponse:
     dataset = get_object_or_404(Dataset, pk=pk, status=Dataset.Status.READY)
-    response = FileResponse(open(dataset_services.dataset_chart(dataset=dataset), "rb"), content_type="image/svg+xml")
+    narrow = request.GET.get("layout") == "narrow"  # the phone's drawing
+    path = dataset_services.dataset_chart(dataset=dataset, narrow=narrow)
+    response = FileResponse(open(path, "rb"), content_type="image/svg+xml")
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
     response["Cache-Control"] = IMMUTABLE

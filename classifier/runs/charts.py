@@ -46,8 +46,11 @@ TRAIN_COLOR, VAL_COLOR, SWITCH_COLOR = "#1565c0", "#b3541e", "#5f6b73"
 PALETTE = ["#b3541e", "#1565c0", "#2e7d32", "#6a1b9a", "#c62828", "#00838f", "#ef6c00", "#4e342e", "#ad1457", "#37474f"]
 
 
+# Two panels one above the other for a phone's width: drawn at about the size it is shown
+# (a 10-inch-wide chart squeezed into 350 px has 4-px letters).
+STACKED_SIZE = (4.6, 6.4)
 CACHE_SECONDS = 7 * 86400
-CHART_VERSION = 3  # bump when the drawing changes: every cached chart is redrawn
+CHART_VERSION = 4  # bump when the drawing changes: every cached chart is redrawn
 
 
 def cached_svg(kind: str, owner: str, data: Any, draw: Callable[[], str]) -> str:
@@ -126,12 +129,12 @@ def switch_index(epochs: Sequence[dict[str, Any]]) -> int | None:
     return None
 
 
-def curves_svg(epochs: Sequence[dict[str, Any]], *, labels: dict[str, str]) -> str:
-    """Two panels (loss, accuracy) for one run. ``labels`` holds the translated texts:
-    loss, accuracy, epoch, train, validation, unfreeze."""
+def curves_svg(epochs: Sequence[dict[str, Any]], *, labels: dict[str, str], stacked: bool = False) -> str:
+    """Two panels (loss, accuracy) for one run, side by side or, for a phone, one above the other.
+    ``labels`` holds the translated texts: loss, accuracy, epoch, train, validation, unfreeze."""
     with matplotlib.rc_context(_RC):
-        fig = _figure(10.0, 3.6)
-        axes = fig.subplots(1, 2)
+        fig = _figure(*STACKED_SIZE) if stacked else _figure(10.0, 3.6)
+        axes = fig.subplots(2, 1) if stacked else fig.subplots(1, 2)
         switch = switch_index(epochs)
         accuracies: list[float] = []
         for ax, (metric, title) in zip(axes, (("loss", labels["loss"]), ("acc", labels["accuracy"]))):
@@ -161,11 +164,12 @@ def curves_svg(epochs: Sequence[dict[str, Any]], *, labels: dict[str, str]) -> s
         return _svg(fig)
 
 
-def compare_svg(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], *, labels: dict[str, str]) -> str:
-    """Validation loss and accuracy of several runs overlaid (train loss thin and dotted)."""
+def compare_svg(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], *, labels: dict[str, str], stacked: bool = False) -> str:
+    """Validation loss and accuracy of several runs overlaid (train loss thin and dotted); the two
+    panels side by side or, for a phone, one above the other."""
     with matplotlib.rc_context(_RC):
-        fig = _figure(10.0, 3.8)
-        ax_loss, ax_acc = fig.subplots(1, 2)
+        fig = _figure(*STACKED_SIZE) if stacked else _figure(10.0, 3.8)
+        ax_loss, ax_acc = fig.subplots(2, 1) if stacked else fig.subplots(1, 2)
         longest = 0
         accuracies: list[float] = []
         for k, (name, epochs) in enumerate(runs):

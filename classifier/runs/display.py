@@ -88,7 +88,32 @@ SETTINGS: dict[str, Setting] = {
     "num_workers": Setting("machine", _("Photo-loading processes"), "", _("-1: as many as the machine suits.")),
 }
 
+# Networks and optimizers by their names (training/ and the configuration keep the keys).
+BACKBONE_NAMES = {
+    "efficientnet_lite0": "EfficientNet-Lite0", "efficientnet_lite1": "EfficientNet-Lite1",
+    "efficientnet_lite2": "EfficientNet-Lite2", "cifar100_mobilenetv2_x0_5": "MobileNetV2 x0.5 (CIFAR-100)",
+    "cifar10_resnet20": "ResNet-20 (CIFAR-10)", "resnet18": "ResNet-18", "mobilenet_v3_large": "MobileNetV3-Large",
+    "efficientnet_b0": "EfficientNet-B0",
+}
+OPTIMIZER_NAMES = {
+    "sgd": "SGD", "momentum": gettext_lazy("SGD with momentum"), "adagrad": "AdaGrad", "rmsprop": "RMSProp",
+    "adam": "Adam", "adamw": "AdamW",
+}
+
+
+def backbone_name(key: str) -> str:
+    """ "cifar10_resnet20" -> "ResNet-20 (CIFAR-10)"; an unknown key as it is."""
+    return str(BACKBONE_NAMES.get(key, key))
+
+
+def optimizer_name(key: str) -> str:
+    """ "adamw" -> "AdamW"; an unknown key as it is."""
+    return str(OPTIMIZER_NAMES.get(key, key))
+
+
 CHOICE_WORDS = {
+    "backbone": BACKBONE_NAMES,
+    "optimizer": OPTIMIZER_NAMES,
     "augmentation": {"none": gettext_lazy("none"), "light": gettext_lazy("light"), "standard": gettext_lazy("standard")},
     "schedule": {"constant": gettext_lazy("constant"), "cosine": gettext_lazy("cosine (slows down towards the end)"),
                  "onecycle": gettext_lazy("one cycle (up, then down)")},

@@ -247,7 +247,11 @@ def run_live(request: HttpRequest, pk: int) -> HttpResponse:
 def run_curves(request: HttpRequest, pk: int) -> HttpResponse:
     run = _get_run(pk)
     epochs = list(run.epochs.values("phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc"))
-    svg = charts.cached_svg("curves", str(run.pk), epochs, lambda: charts.curves_svg(epochs, labels=chart_labels()))
+    stacked = request.GET.get("layout") == "stacked"  # the phone's picture: one panel above the other
+    svg = charts.cached_svg(
+        "curves-stacked" if stacked else "curves", str(run.pk), epochs,
+        lambda: charts.curves_svg(epochs, labels=chart_labels(), stacked=stacked),
+    )
     response = HttpResponse(svg, content_type="image/svg+xml")
     response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
     response["Cache-Control"] = "private, max-age=3600" if request.GET.get("n") else "no-cache"
@@ -369,9 +373,15 @@ def run_compare(request: HttpRequest) -> HttpResponse:
         error = _("Choose at least two runs to compare, e.g. /runs/compare/?ids=1,2.")
     svg = None
     if len(runs) >= 2:
-        series = [(f"#{run.pk} {run.optimizer}", list(run.epochs.values("phase", "train_loss", "val_loss", "val_acc"))) for run in runs]
+        series = [(f"#{run.pk} {display.optimizer_name(run.optimizer)}", list(run.epochs.values("phase", "train_loss", "val_loss", "val_acc"))) for run in runs]
         owner = ",".join(str(run.pk) for run in runs)
-        svg = mark_safe(charts.cached_svg("compare", owner, series, lambda: charts.compare_svg(series, labels=chart_labels())))  # noqa: S308
+        svg = {
+            layout: mark_safe(  # noqa: S308
+                charts.cached_svg(f"compare-{layout}", owner, series,
+                                  lambda stacked=(layout == "stacked"): charts.compare_svg(series, labels=chart_labels(), stacked=stacked))
+            )
+            for layout in ("wide", "stacked")
+        }
     return render(
         request,
         "classifier/runs/compare.html",

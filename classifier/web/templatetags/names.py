@@ -1,12 +1,13 @@
 """Display names in templates: ``{{ "australian_terrier"|breed }}`` and ``{{ version.name|version_name }}``.
 
-Imports classifier.web.names (Django and libraries besides).
+Imports classifier.web.names and classifier.runs.display (Django and libraries besides).
 """
 
 from __future__ import annotations
 
 from django import template
 
+from classifier.runs.display import backbone_name, optimizer_name
 from classifier.web.names import class_display_name, version_display_name
 
 register = template.Library()
@@ -16,6 +17,18 @@ register = template.Library()
 def breed(value) -> str:
     """A class folder name as people read it, in the active language ("Australian terrier")."""
     return class_display_name(value) if value not in (None, "") else ""
+
+
+@register.filter
+def backbone(value) -> str:
+    """A backbone key as its network's name ("cifar10_resnet20" -> "ResNet-20 (CIFAR-10)")."""
+    return backbone_name(value) if value else ""
+
+
+@register.filter
+def optimizer(value) -> str:
+    """An optimizer key as its name ("adamw" -> "AdamW")."""
+    return optimizer_name(value) if value else ""
 
 
 @register.filter

@@ -169,6 +169,13 @@ def test_a_real_upload_of_stanford_dogs_photos_shows_the_report_and_photos(staff
 
     chart = staff_client.get(reverse("classifier:dataset_chart", args=[dataset.pk]))
     assert chart["Content-Type"] == "image/svg+xml" and b"<svg" in b"".join(chart.streaming_content)
+    # A phone gets the narrow drawing (about the width it is shown at, so the letters stay readable).
+    narrow_url = reverse("classifier:dataset_chart", args=[dataset.pk]) + "?layout=narrow"
+    assert f'<source media="(max-width: 600px)" srcset="{narrow_url}">' in html
+    narrow = b"".join(staff_client.get(narrow_url).streaming_content).decode()
+    wide = b"".join(staff_client.get(reverse("classifier:dataset_chart", args=[dataset.pk])).streaming_content).decode()
+    width = lambda svg: float(re.search(r'<svg[^>]*width="([\d.]+)pt"', svg).group(1))  # noqa: E731
+    assert width(narrow) < 300 < 500 < width(wide)
 
     thumb = staff_client.get(reverse("classifier:dataset_thumbnail", args=[dataset.pk, first]))
     assert thumb.status_code == 200 and thumb["Content-Type"] == "image/jpeg"

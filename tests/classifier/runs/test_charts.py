@@ -41,6 +41,24 @@ def test_every_compare_panel_has_a_legend_with_every_run():
     assert "dotted: train loss" in svg
 
 
+def _size(svg: str) -> tuple[float, float]:
+    match = re.search(r'<svg[^>]*width="([\d.]+)pt" height="([\d.]+)pt"', svg)
+    return float(match.group(1)), float(match.group(2))
+
+
+def test_the_phone_drawing_stacks_the_panels_at_about_the_width_it_is_shown():
+    # Side by side the chart is about 2.8 times as wide as tall; stacked it is taller than wide and
+    # drawn about 330 pt wide, so a 360-414 px phone shows its letters at close to their size.
+    for draw in (lambda **kw: charts.curves_svg(EPOCHS, labels=LABELS, **kw),
+                 lambda **kw: charts.compare_svg([("run A", EPOCHS), ("run B", EPOCHS[:2])], labels=LABELS, **kw)):
+        wide_w, wide_h = _size(draw())
+        stacked_w, stacked_h = _size(draw(stacked=True))
+        assert wide_w > 2.2 * wide_h
+        assert stacked_h > stacked_w and stacked_w < 400
+        svg = draw(stacked=True)
+        assert svg.count("Loss") >= 1 and svg.count("Accuracy") >= 1  # both panels are there
+
+
 def test_the_per_class_table_follows_the_confusion_matrix_order():
     report = {
         "classes": ["beagle", "pug", "siberian_husky"],

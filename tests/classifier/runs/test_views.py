@@ -129,7 +129,8 @@ def test_the_run_page_shows_results_matrix_links_gallery_and_config(client, fini
         f'/runs/{finished_run.pk}/validation/?true=pug&amp;pred=beagle' in html
     assert f"/datasets/{finished_run.dataset_id}/thumbs/pug/2.jpg" in html  # the misclassified photo
     assert f"/runs/{finished_run.pk}/curves.svg?n=2" in html
-    assert "66.7%" in html and "cifar10_resnet20" in html
+    assert "66.7%" in html and "ResNet-20 (CIFAR-10)" in html  # the network by its name, not its key
+    assert "cifar10_resnet20" not in html.split("<main")[1]
     assert "Cancel" not in html.split("<main")[1].split("<h2")[0]  # no buttons for visitors
 
 
@@ -172,6 +173,10 @@ def test_the_curves_are_an_svg_with_the_unfreeze_switch_marked(client, finished_
     assert response["Content-Type"] == "image/svg+xml"
     svg = response.content.decode()
     assert svg.startswith("<svg") and "unfreeze" in svg
+    stacked = client.get(f"/runs/{finished_run.pk}/curves.svg?n=2&layout=stacked").content.decode()
+    assert stacked.startswith("<svg") and stacked != svg  # the phone's drawing, one panel above the other
+    html = client.get(finished_run.get_absolute_url()).content.decode()
+    assert f'<source media="(max-width: 600px)" srcset="/runs/{finished_run.pk}/curves.svg?n=2&amp;layout=stacked"' in html
 
 
 def test_anonymous_visitors_see_no_broken_thumbnails_of_staff_only_photos(client, finished_run):
@@ -191,7 +196,9 @@ def test_compare_overlays_curves_and_marks_differing_settings(client, finished_r
     other = make_run(config={**finished_run.config, "optimizer": "sgd"})
     EpochMetric.objects.create(run=other, phase="head", epoch=1, train_loss=2.0, val_loss=1.9, val_acc=0.3)
     html = client.get(f"/runs/compare/?ids={finished_run.pk},{other.pk}").content.decode()
-    assert "<svg" in html and f"#{finished_run.pk} adam" in html and f"#{other.pk} sgd" in html
+    assert "<svg" in html and f"#{finished_run.pk} Adam" in html and f"#{other.pk} SGD" in html
+    # Two drawings: side by side, and one panel above the other for a phone (the page's CSS picks one).
+    assert html.count('<div class="chart chart-wide"><svg') == 1 and html.count('<div class="chart chart-stacked"><svg') == 1
     # Settings in people's words: the differing optimizer is marked, the shared network is not.
     assert '<tr class="differs"><th scope="row">Optimizer<small' in html
     assert '<tr><th scope="row">Pretrained network<small' in html
