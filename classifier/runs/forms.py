@@ -72,7 +72,8 @@ def backbone_field_choices() -> list[tuple[str, str]]:
         if info.weights_available:
             choices.append((info.name, str(title)))
         else:
-            choices.append((info.name, f"{title} · {_('not installed on this server')}"))
+            missing = _("not installed on this server")  # outside the f-string, where makemessages finds it
+            choices.append((info.name, f"{title} · {missing}"))
     return choices
 
 

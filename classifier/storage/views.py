@@ -36,6 +36,8 @@ def storage(request: HttpRequest) -> HttpResponse:
     items = selectors.storage_items()
     return render(request, "classifier/storage/storage.html", {
         "roots": selectors.storage_roots(),
+        "root_names": {"datasets": _("datasets"), "runs": _("runs"), "media": _("uploaded photos"),
+                       "serving cache": _("serving cache")},
         "sections": [("dataset", _("Dataset versions"), items["dataset"]), ("run", _("Runs"), items["run"]),
                      ("model", _("Model versions"), items["model"])],
         "grace_hours": settings.BREEDLAB_DELETE_GRACE_HOURS,

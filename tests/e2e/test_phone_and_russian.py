@@ -32,7 +32,7 @@ SCREENSHOTS = os.environ.get("BREEDLAB_SCREENSHOTS_DIR")
 # own names (user, dataset, breeds as stored folder names).
 ALLOWED_LATIN = re.compile(
     r"^(Breedlab|EfficientNet-Lite\d|EfficientNet-B0|ResNet-\d+|MobileNet\S*|ImageNet|CIFAR-\d+|SGD|AdamW?|AdaGrad|"
-    r"RMSProp|L-BFGS|int8|fp32|GPU|CPU|F1|Top-5|top-5|JPEG|PNG|ZIP|EN|RU|API|JSON|px|batch-norm|x0\.5|e2e-staff|journey-dogs\S*|Journey|"
+    r"RMSProp|L-BFGS|int8|fp32|GPU|CPU|F1|Top-5|top-5|JPEG|PNG|ZIP|tar|ImageFolder|EN|RU|API|JSON|px|batch-norm|x0\.5|e2e-staff|journey-dogs\S*|Journey|"
     r"Ctrl|English|"
     r"efficientnet_lite\d|cifar10_resnet20|dogs\S*|run\d+|v\d+)$",
     re.IGNORECASE,
