@@ -97,6 +97,19 @@ class BackboneSelect(forms.Select):
         return option
 
 
+class TypedFloatInput(forms.NumberInput):
+    """Shows a number as a person types it: 5.0 -> "5", 0.0029999999999999996 -> "0.003"."""
+
+    def format_value(self, value):
+        if isinstance(value, float):
+            return f"{value:.12g}"
+        return super().format_value(value)
+
+
+class TypedFloatField(forms.FloatField):
+    widget = TypedFloatInput
+
+
 class DatasetChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, obj: Dataset) -> str:
         blocked = " ⚠" if obj.problems else ""
@@ -118,7 +131,7 @@ class RunForm(forms.Form):
         ],
         help_text=_("Choosing one fills in the recipe's learning rates for it, unless you typed your own."),
     )
-    budget_minutes = forms.FloatField(
+    budget_minutes = TypedFloatField(
         label=_("Time budget (minutes)"), min_value=0, max_value=1440,
         help_text=_("The run plans its augmented views and fine-tune epochs to finish within it; 0: no budget."),
     )
@@ -130,12 +143,12 @@ class RunForm(forms.Form):
         label=_("Head epochs (backbone frozen)"), min_value=0, max_value=1000,
         help_text=_("Used when the head is trained for epochs."),
     )
-    head_lr = forms.FloatField(label=_("Head learning rate"), min_value=1e-8, max_value=10.0)
+    head_lr = TypedFloatField(label=_("Head learning rate"), min_value=1e-8, max_value=10.0)
     finetune_epochs = forms.IntegerField(
         label=_("Fine-tune epochs (last blocks unfrozen)"), min_value=0, max_value=1000, required=False,
         help_text=_("Empty: as many as fit the time budget."),
     )
-    finetune_lr = forms.FloatField(label=_("Fine-tune learning rate"), min_value=1e-8, max_value=10.0)
+    finetune_lr = TypedFloatField(label=_("Fine-tune learning rate"), min_value=1e-8, max_value=10.0)
     unfreeze_blocks = forms.IntegerField(
         label=_("Blocks to unfreeze"), min_value=-1, max_value=100, help_text=_("-1 unfreezes the whole backbone.")
     )
@@ -161,13 +174,13 @@ class RunForm(forms.Form):
     schedule = forms.ChoiceField(
         label=_("Learning-rate schedule"), choices=[(s, CHOICE_WORDS["schedule"].get(s, s)) for s in SCHEDULES]
     )
-    weight_decay = forms.FloatField(label=_("Weight decay"), min_value=0.0, max_value=1.0)
-    backbone_lr_mult = forms.FloatField(
+    weight_decay = TypedFloatField(label=_("Weight decay"), min_value=0.0, max_value=1.0)
+    backbone_lr_mult = TypedFloatField(
         label=_("Backbone learning-rate multiplier"), min_value=1e-6, max_value=10.0,
         help_text=_("Unfrozen backbone blocks learn at this fraction of the fine-tune rate."),
     )
-    label_smoothing = forms.FloatField(label=_("Label smoothing"), min_value=0.0, max_value=0.99)
-    head_dropout = forms.FloatField(label=_("Head dropout"), min_value=0.0, max_value=0.99)
+    label_smoothing = TypedFloatField(label=_("Label smoothing"), min_value=0.0, max_value=0.99)
+    head_dropout = TypedFloatField(label=_("Head dropout"), min_value=0.0, max_value=0.99)
     promote_when_done = forms.BooleanField(
         label=_("Promote when done if better than the active model"), required=False
     )

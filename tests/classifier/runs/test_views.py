@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,15 @@ def test_the_form_explains_invalid_input_and_a_blocked_dataset(staff_client, mak
     assert "Class pug has only 2 usable images." in html
     assert "Ensure this value is greater than or equal to 0." in html
     assert not TrainingRun.objects.exists() and enqueued == []
+
+
+def test_the_form_shows_numbers_as_a_person_types_them(staff_client, finished_run):
+    TrainingRun.objects.filter(pk=finished_run.pk).update(
+        config={**finished_run.config, "budget_minutes": 5.0, "finetune_lr": 0.0029999999999999996}
+    )
+    html = staff_client.get(f"/runs/new/?from={finished_run.pk}").content.decode()
+    assert re.search(r'name="budget_minutes" value="5"', html), "5.0 minutes shows as 5"
+    assert re.search(r'name="finetune_lr" value="0.003"', html), "binary noise is not shown"
 
 
 def test_the_form_copies_a_run_to_edit_and_run_again(staff_client, finished_run):
