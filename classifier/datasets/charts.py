@@ -70,7 +70,7 @@ def _class_counts_svg(classes: list[dict], split: dict, labels: dict[str, str] |
         axes.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=2, fontsize=10, frameon=False)
     figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="svg", metadata={"Date": None})
+    figure.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")  # the legend above included
     return buffer.getvalue()
 
 

@@ -36,6 +36,18 @@ def pct(value, digits: int = 1) -> str:
 
 
 @register.filter
+def short_number(value, digits: int = 3) -> str:
+    """A rate with a few significant digits and the language's decimal separator: 0.0201 -> "0,0201"."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    if not math.isfinite(number):
+        return "—"
+    return f"{number:.{int(digits)}g}".replace(".", get_format("DECIMAL_SEPARATOR"))
+
+
+@register.filter
 def points(value, digits: int = 1) -> str:
     """A difference of fractions in percentage points: 0.021 -> "+2.1 points" ("+2,1 п. п." in Russian)."""
     number = _finite(value)

@@ -12,7 +12,7 @@ from django.template import Context, Template
 from django.utils import translation
 
 from classifier.runs.display import config_groups
-from classifier.web.templatetags.run_format import counted, plural_count
+from classifier.web.templatetags.run_format import counted, plural_count, short_number
 
 RUSSIAN = {
     "photo": {1: "1 фотография", 2: "2 фотографии", 5: "5 фотографий", 21: "21 фотография"},
@@ -126,3 +126,10 @@ def test_the_admin_counts_the_accepted_corrections(staff_client, make_run, langu
     )
     assert response.status_code == 200
     assert expected in [str(message) for message in response.context["messages"]]
+
+
+def test_learning_rates_read_with_the_languages_decimal_separator():
+    with translation.override("en"):
+        assert short_number(0.225) == "0.225" and short_number(0.020123) == "0.0201"
+    with translation.override("ru"):
+        assert short_number(0.225) == "0,225" and short_number(0.020123) == "0,0201"
