@@ -38,11 +38,8 @@ def pct(value, digits: int = 1) -> str:
 @register.filter
 def short_number(value, digits: int = 3) -> str:
     """A rate with a few significant digits and the language's decimal separator: 0.0201 -> "0,0201"."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "—"
-    if not math.isfinite(number):
+    number = _finite(value)
+    if number is None:
         return "—"
     return f"{number:.{int(digits)}g}".replace(".", get_format("DECIMAL_SEPARATOR"))
 
@@ -84,13 +81,10 @@ def plural_count(value) -> int:
     Both languages use the form of 2 for fractions ("1.5 hours", "1,5 часа"), and gettext's plural
     rules want an integer.
     """
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
+    number = _finite(value)
+    if number is None or number != int(number):
         return 2
-    if not math.isfinite(number):
-        return 2
-    return abs(int(number)) if number == int(number) else 2
+    return abs(int(number))
 
 
 # Nouns shown after a number: the forms for 1, 2 and 5 (Russian has three) through ngettext.
