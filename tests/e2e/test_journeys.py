@@ -169,7 +169,9 @@ def test_the_history_pages_show_curves_a_clickable_confusion_matrix_and_compare_
         page.get_by_label(f"Compare run #{run_id}").check()
     page.get_by_role("button", name="Compare selected runs").click()
     page.wait_for_url(re.compile(r"/runs/compare/\?"))
-    expect(page.locator(".chart svg")).to_be_visible()
+    # The side-by-side drawing on a desktop; the stacked one is for phones.
+    expect(page.locator(".chart-wide svg")).to_be_visible()
+    expect(page.locator(".chart-stacked svg")).to_be_hidden()
     header = page.locator("table.config-table thead").first
     expect(header).to_contain_text(f"#{first}")
     expect(header).to_contain_text(f"#{second}")
