@@ -40,15 +40,20 @@ def test_curves_are_drawn_once_and_redrawn_when_the_run_changes(client, make_run
     EpochMetric.objects.create(run=run, phase="head", epoch=2, train_loss=0.9, train_acc=0.6, val_loss=1.0, val_acc=0.6)
     third = client.get(f"/runs/{run.pk}/curves.svg")
     assert draws["curves"] == 2 and third.content != first.content
+    # The phone's stacked drawing is its own, drawn once as well.
+    stacked = client.get(f"/runs/{run.pk}/curves.svg?layout=stacked")
+    client.get(f"/runs/{run.pk}/curves.svg?layout=stacked")
+    assert draws["curves"] == 3 and stacked.content != third.content
 
 
 def test_compare_is_drawn_once_per_id_set(client, make_run, draws):
     a, b, c = _run(make_run), _run(make_run), _run(make_run)
+    # Two drawings per id set: side by side, and stacked for phones.
     for _ in range(3):
         assert client.get(f"/runs/compare/?ids={a.pk},{b.pk}").status_code == 200
-    assert draws["compare"] == 1
-    assert client.get(f"/runs/compare/?ids={a.pk},{c.pk}").status_code == 200
     assert draws["compare"] == 2
+    assert client.get(f"/runs/compare/?ids={a.pk},{c.pk}").status_code == 200
+    assert draws["compare"] == 4
 
 
 def test_each_language_gets_its_own_drawing(client, make_run, draws):
