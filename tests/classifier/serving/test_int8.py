@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
+from torch import nn
 
 from classifier.serving import int8
 from classifier.serving.engine import build_serving
@@ -72,3 +76,61 @@ def test_a_quantised_graph_is_measured_against_fp32_and_served_only_when_accepte
     again = build_serving(finetuned_run, cache_dir=tmp_path, int8=True)
     assert again.details["int8"] == decision
     assert int8.decision_path(graph.with_name(graph.name.replace("-int8.onnx", ".onnx"))).stat().st_mtime_ns == stamp
+
+
+class _SamePadNet(nn.Module):
+    """Two of timm's Conv2dSame (the padding computed from the input's shape, as in
+    tf_efficientnet_lite), a head: the graph shape the serving export produces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from timm.layers import Conv2dSame
+
+        torch.manual_seed(0)
+        self.body = nn.Sequential(Conv2dSame(3, 8, 3, stride=2), nn.ReLU6(), Conv2dSame(8, 8, 3, stride=2, groups=8), nn.ReLU6(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.head(self.body(x)), dim=1)
+
+
+def test_the_padding_arithmetic_stays_in_float_in_the_int8_graph(tmp_path):
+    import onnx
+
+    path = tmp_path / "net.onnx"
+    with torch.no_grad():
+        torch.onnx.export(_SamePadNet().eval(), (torch.zeros(1, 3, 33, 33),), str(path), input_names=["images"],
+                          output_names=["fine"], dynamic_axes={"images": {0: "n"}, "fine": {0: "n"}}, opset_version=17, dynamo=False)
+    graph = onnx.load(str(path)).graph
+    kept = set(int8.shape_arithmetic(graph))
+    ops = {n.op_type for n in graph.node if n.name in kept}
+    assert {"Shape", "Ceil"} <= ops and not ops & {"Conv", "Pad", "Gemm"}, ops
+
+    rng = np.random.default_rng(0)
+    photos = []
+    for i in range(8):
+        photo = tmp_path / f"p{i}.png"
+        Image.fromarray(rng.integers(0, 255, (33, 33, 3), dtype=np.uint8)).save(photo)
+        photos.append(photo)
+    int8.CALIBRATION_BATCH, batch = 4, int8.CALIBRATION_BATCH
+    try:
+        quantised = int8.quantize(path, photos, lambda images: np.stack([np.asarray(im, np.float32).transpose(2, 0, 1) / 255 for im in images]))
+    finally:
+        int8.CALIBRATION_BATCH = batch
+    q = onnx.load(str(quantised)).graph
+    made_by = {o: n for n in q.node for o in n.output}
+    # No computed value on the way to a Pad's pads is quantised: they are computed exactly. (A
+    # constant such as 0 shared with a quantised ReLU6 may arrive dequantised, and exactly.)
+    for node in q.node:
+        if node.op_type == "Pad":
+            stack, seen = [node.input[1]], set()
+            while stack:
+                producer = made_by.get(stack.pop())
+                if producer is None or producer.name in seen:
+                    continue
+                seen.add(producer.name)
+                assert producer.op_type != "QuantizeLinear", f"{node.name}'s pads pass through {producer.name}"
+                if producer.op_type != "Shape":  # a shape does not depend on the values
+                    stack.extend(producer.input)
+    assert any(n.op_type == "QuantizeLinear" for n in q.node)  # the convolutions themselves are quantised
