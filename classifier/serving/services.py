@@ -14,6 +14,7 @@ Imports serving's other rooms, classifier.models and training/.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -218,10 +219,12 @@ def _answer(item, i, outputs, model, thresholds: Thresholds, loaded, top_k: int,
 
 
 def _store(answers: list[Answer], decoded: list[DecodedImage], *, user, source: str, loaded) -> None:
-    """Save the photos and the rows; on any failure remove the photos already written."""
+    """Save the photos and the rows; on any failure remove the photos already written.
+
+    One photo's row is one INSERT (autocommit); several photos' rows share a transaction."""
     saved = []
     try:
-        with transaction.atomic():
+        with transaction.atomic() if len(answers) > 1 else contextlib.nullcontext():
             for answer, item in zip(answers, decoded):
                 p = answer.prediction
                 p.user = user if getattr(user, "is_authenticated", False) else None

@@ -237,3 +237,20 @@ def test_promoting_a_model_while_requests_run_causes_no_error_response(
             t.join(timeout=60)
     assert statuses and set(statuses) == {200}, statuses
     assert answered_by == {"a", "b"}
+
+
+def test_a_prediction_request_makes_a_few_queries_and_writes_its_row_with_one_insert(client, active_model, held_out_photos):
+    from django.test.utils import CaptureQueriesContext
+
+    photo = held_out_photos["pug"][0]
+    assert client.post(URL, {"image": photo_upload(photo)}).status_code == 200  # loads the model
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post(URL, {"image": photo_upload(photo)})
+    assert response.status_code == 200, response.content
+    statements = [q["sql"].lstrip().split()[0].upper() for q in queries.captured_queries]
+    table = Prediction._meta.db_table
+    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("INSERT")]
+    assert len(inserts) == 1 and table in inserts[0], inserts
+    assert not {"UPDATE", "DELETE"} & set(statements), queries.captured_queries
+    # The active version's id (one indexed SELECT) and the row: no transaction around a single INSERT.
+    assert statements == ["SELECT", "INSERT"], [q["sql"][:120] for q in queries.captured_queries]
