@@ -10,7 +10,9 @@
 
 Start the server with the rate limit off, e.g.
     BREEDLAB_RATE_LIMIT=off BREEDLAB_VAR_DIR=/tmp/bl-var PORT=8010 .venv/bin/python scripts/run.py
-and an active model version. Writes bench/out/http_load.json.
+and an active model version. Writes bench/out/http_load.json (keys http, bare_model, http_vs_bare),
+then prints every target of issue 17 (bench/targets.py; the single-photo ones from
+bench/out/serving_latency.json).
 """
 
 from __future__ import annotations
@@ -152,7 +154,9 @@ def main() -> int:
         print(f"error: {args.photos} is not a folder of photos", file=sys.stderr)
         return 2
     photos = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:32]
-    result = {"load_average": os.getloadavg(), "cpus": os.cpu_count(), "http": http_throughput(args.url, photos, args.clients, args.seconds)}
+    result = {"load_average": os.getloadavg(), "cpus": os.cpu_count(), "run_dir": str(args.run_dir) if args.run_dir else None,
+              "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+              "http": http_throughput(args.url, photos, args.clients, args.seconds)}
     if args.run_dir:
         result["bare_model"] = bare_throughput(args.run_dir, photos)
         result["http_vs_bare"] = round(result["http"]["photos_per_s"] / result["bare_model"]["best_photos_per_s"], 3)
@@ -164,6 +168,9 @@ def main() -> int:
         print(f"\nHTTP photos/s with {args.clients} clients / bare forward's best batched photos/s = "
               f"{result['http']['photos_per_s']} / {result['bare_model']['best_photos_per_s']} = {result['http_vs_bare']} "
               f"(aim >= 0.8: {met}); decode+forward batch 8: {result['bare_model']['decode_and_forward_batch8_photos_per_s']} photos/s")
+    from bench.targets import print_targets
+
+    print_targets()
     return 0 if set(result["http"]["statuses"]) <= {200} else 1
 
 
