@@ -14,9 +14,8 @@ with ONNX Runtime; the export is checked against eager PyTorch on fixed inputs a
 
 No Django here: ``classifier.serving.cache`` owns the per-process cache and the settings.
 
-Imports classifier.serving.int8, training.backbones, training.data, training.files, training.imaging,
-training.predict (besides Django and
-libraries); never another domain's views or api.
+Imports classifier.serving.int8, classifier.serving.onnx_export, training.backbones, training.data,
+training.imaging, training.predict (besides Django and libraries); never another domain's views or api.
 """
 
 from __future__ import annotations
@@ -36,15 +35,15 @@ import torch
 from PIL import Image
 from torch import nn
 
+from classifier.serving.onnx_export import export_onnx
 from training.backbones import get_backbone, imagenet_dog_indices
 from training.data import EvalTransform, decode_image
-from training.files import atomic_path
 from training.imaging import prepare
 from training.predict import Predictor
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 2  # bump when the exported graph changes
+EXPORT_FORMAT = 3  # bump when the exported graph changes
 TOLERANCE = 1e-4  # largest allowed |p_onnx - p_torch| for any class probability
 CIFAR10_DOG = 5
 
@@ -363,35 +362,3 @@ def _attach_int8(model: ServingModel, run_dir: Path, *, threads: int) -> None:
         except Exception as exc:  # noqa: BLE001 - a damaged cached graph: fp32 keeps serving
             log.warning("int8 graph %s cannot be loaded, serving fp32: %s", int8.graph_path(path), exc)
             model.details["int8"] = {**decision, "accepted": False, "reason": f"fp32 serves: the int8 graph cannot be loaded ({exc})"}
-
-
-def export_onnx(net: nn.Module, path: Path, *, image_size: int) -> None:
-    """Export ``net`` (batch dimension dynamic) atomically to ``path``."""
-    names = ["fine", "base"] if net.fine is not None and net.base is not None else (["fine"] if net.fine is not None else ["base"])
-    net = net.to(memory_format=torch.contiguous_format)
-    dummy = torch.zeros(1, 3, image_size, image_size)
-    with atomic_path(path) as tmp, torch.no_grad(), _quiet_export():
-        torch.onnx.export(
-            net,
-            (dummy,),
-            str(tmp),
-            input_names=["images"],
-            output_names=names,
-            dynamic_axes={"images": {0: "n"}, **{n: {0: "n"} for n in names}},
-            opset_version=17,
-            dynamo=False,
-        )
-
-
-class _quiet_export:
-    """torch.onnx's TracerWarnings about timm's dynamic 'same' padding are expected (fixed input size)."""
-
-    def __enter__(self) -> None:
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore")
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)

@@ -78,7 +78,7 @@ def test_a_quantised_graph_is_measured_against_fp32_and_served_only_when_accepte
     assert int8.decision_path(graph.with_name(graph.name.replace("-int8.onnx", ".onnx"))).stat().st_mtime_ns == stamp
 
 
-class _SamePadNet(nn.Module):
+class SamePadNet(nn.Module):
     """Two of timm's Conv2dSame (the padding computed from the input's shape, as in
     tf_efficientnet_lite), a head: the graph shape the serving export produces."""
 
@@ -100,7 +100,7 @@ def test_the_padding_arithmetic_stays_in_float_in_the_int8_graph(tmp_path):
 
     path = tmp_path / "net.onnx"
     with torch.no_grad():
-        torch.onnx.export(_SamePadNet().eval(), (torch.zeros(1, 3, 33, 33),), str(path), input_names=["images"],
+        torch.onnx.export(SamePadNet().eval(), (torch.zeros(1, 3, 33, 33),), str(path), input_names=["images"],
                           output_names=["fine"], dynamic_axes={"images": {0: "n"}, "fine": {0: "n"}}, opset_version=17, dynamo=False)
     graph = onnx.load(str(path)).graph
     kept = set(int8.shape_arithmetic(graph))
