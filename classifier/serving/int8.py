@@ -8,7 +8,8 @@
    the earlier disagreement (98.1% of validation photos, max probability difference 0.58, and
    no calibration method or float layer changed it): quantised, the pads came back off by one
    pixel. Since then the 20-breed model agrees on 100% of its validation and test photos
-   (bench/RESULTS-serving.md has the recipes compared).
+   (bench/RESULTS-serving.md has the recipes compared). The export's constant padding is folded
+   into the convolutions' own pads first (``fold_pads``), so no Pad runs between two int8 layers.
 2. The int8 graph is compared with the fp32 graph on the run's held-out photos (its test split,
    test.json, when the run has one, else its validation photos): it is accepted
    only when its top-1 agrees on at least ``MIN_AGREEMENT`` of them and its accuracy is at
@@ -142,6 +143,50 @@ def shape_arithmetic(graph: Any) -> list[str]:
     return names
 
 
+def fold_pads(graph: Any) -> int:
+    """Fold each zero ``Pad`` that feeds one ``Conv`` into the convolution's own (asymmetric) pads.
+
+    The export's fixed "same" padding arrives as Pad -> Conv; left alone, the int8 graph runs each
+    Pad as a separate step between two quantised convolutions. Returns how many were folded."""
+    from onnx import helper, numpy_helper
+
+    constants = {t.name: t for t in graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    folded = []
+    for pad in graph.node:
+        if pad.op_type != "Pad" or len(pad.input) < 2 or pad.input[1] not in constants or pad.output[0] in outputs:
+            continue
+        mode = next((a.s for a in pad.attribute if a.name == "mode"), b"constant")
+        value = pad.input[2] if len(pad.input) > 2 else ""
+        pads = numpy_helper.to_array(constants[pad.input[1]]).tolist()
+        users = consumers.get(pad.output[0], [])
+        if mode != b"constant" or len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0:
+            continue
+        if value and (value not in constants or numpy_helper.to_array(constants[value]).any()):
+            continue
+        if len(users) != 1 or users[0].op_type != "Conv":
+            continue
+        conv = users[0]
+        attrs = {a.name: a for a in conv.attribute}
+        if "auto_pad" in attrs and attrs["auto_pad"].s not in (b"", b"NOTSET"):
+            continue
+        # Pad lists (N, C, H, W) begins then ends; Conv lists (H, W) begins then ends.
+        own = list(attrs["pads"].ints) if "pads" in attrs else [0, 0, 0, 0]
+        merged = [own[0] + pads[2], own[1] + pads[3], own[2] + pads[6], own[3] + pads[7]]
+        kept = [a for a in conv.attribute if a.name != "pads"]
+        del conv.attribute[:]
+        conv.attribute.extend([*kept, helper.make_attribute("pads", merged)])
+        conv.input[0] = pad.input[0]
+        folded.append(pad)
+    for pad in folded:
+        graph.node.remove(pad)
+    return len(folded)
+
+
 def _float_nodes(model_path: Path) -> list[str]:
     """Names of the nodes kept in float: the heads and the shape arithmetic."""
     import onnx
@@ -154,6 +199,7 @@ def quantize(
     onnx_path: Path, photos: list[Path], preprocess: Callable[[list[Image.Image]], np.ndarray]
 ) -> Path:
     """Write the int8 graph of ``onnx_path`` calibrated on ``photos``; returns its path."""
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -190,6 +236,10 @@ def quantize(
     pre = target.with_name(target.stem + "-pre.onnx")
     try:
         quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
+        model = onnx.load(str(pre))
+        if fold_pads(model.graph):
+            onnx.save(model, str(pre))
+        del model
         with atomic_path(target) as tmp:
             quantize_static(
                 str(pre), str(tmp), Reader(),

@@ -51,3 +51,24 @@ def test_the_exported_graph_computes_no_shapes_and_matches_eager(tmp_path):
 def test_a_net_without_same_convolutions_is_exported_as_it_is():
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
     assert fixed_padding(net, 32) is net
+
+
+def test_the_constant_padding_folds_into_the_convolutions_with_the_same_answers(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from classifier.serving import int8
+    from classifier.serving.onnx_export import export_onnx
+
+    path, pre = tmp_path / "net.onnx", tmp_path / "pre.onnx"
+    export_onnx(Pair().eval(), path, image_size=32)  # 32: the padding is asymmetric (0 before, 1 after)
+    quant_pre_process(str(path), str(pre), skip_symbolic_shape=True)  # what int8.quantize starts from
+    model = onnx.load(str(pre))
+    assert sum(n.op_type == "Pad" for n in model.graph.node) == 2
+    assert int8.fold_pads(model.graph) == 2
+    assert not any(n.op_type == "Pad" for n in model.graph.node)
+    x = np.random.default_rng(2).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    assert np.abs(before - after).max() < 1e-6
