@@ -5,8 +5,10 @@
 
 1. Bare model: classifier.serving.engine's graph (ONNX Runtime, all cores) on preprocessed batches of
    1..32 photos; the best photos/s of those batch sizes.
-2. HTTP: ``--clients`` threads, each with its own keep-alive connection, POST /api/predict one
-   photo at a time for ``--seconds``; photos/s, p50/p95 latency, and any non-200 answer.
+2. HTTP: ``--clients`` threads, each with its own keep-alive connection (and, against a local
+   server, its own loopback address 127.0.0.20+i, so each is one client of the per-client limits),
+   POST /api/predict one photo at a time for ``--seconds``; photos/s, p50/p95 latency, and any
+   non-200 answer.
 
 Start the server with the rate limit off, e.g.
     BREEDLAB_RATE_LIMIT=off BREEDLAB_VAR_DIR=/tmp/bl-var PORT=8010 .venv/bin/python scripts/run.py
@@ -38,10 +40,16 @@ OUT = ROOT / "bench" / "out"
 class PredictClient:
     """POST /api/predict over one keep-alive connection (the standard library only)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, source: str | None = None) -> None:
         parsed = urlparse(url)
         self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
-        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        # Each client its own loopback address: eight people, not one person with eight tabs (the
+        # server bounds requests in flight per client, BREEDLAB_MAX_IN_FLIGHT_PER_CLIENT).
+        self.source = (source, 0) if source else None
+        self.conn = self._connect()
+
+    def _connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=60, source_address=self.source)
 
     def predict(self, name: str, data: bytes) -> tuple[int, bytes]:
         boundary = uuid.uuid4().hex
@@ -57,7 +65,7 @@ class PredictClient:
                 return response.status, response.read()
             except (http.client.HTTPException, ConnectionError):
                 self.conn.close()
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+                self.conn = self._connect()
                 if attempt:
                     raise
         raise AssertionError("unreachable")
@@ -111,7 +119,8 @@ def http_throughput(url: str, photos: list[Path], clients: int, seconds: float) 
     deadline = [0.0]
 
     def worker(i: int) -> None:
-        client = PredictClient(url)
+        local = urlparse(url).hostname in ("127.0.0.1", "localhost")
+        client = PredictClient(url, f"127.0.0.{20 + i}" if local else None)
         client.predict(*payloads[i % len(payloads)])  # warm the connection (and the model)
         start.wait()
         k = i
