@@ -71,3 +71,15 @@ def make_run(db, make_dataset):
         return TrainingRun.objects.create(**fields)
 
     return make
+
+
+@pytest.fixture
+def broker(redis_url):
+    """This process's Celery app sends to the test Redis, with an empty `training` queue (tests that
+    start real workers; test_broker_faults overrides it with its own Redis)."""
+    from tests.classifier.worker_fixtures import celery_sending_to
+
+    with celery_sending_to(redis_url) as app:
+        with app.connection_for_write() as conn:
+            conn.default_channel.client.delete("training")
+        yield app

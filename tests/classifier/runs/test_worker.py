@@ -19,20 +19,11 @@ from django.test import Client
 
 from classifier.models import ModelVersion, TrainingRun
 from tests.classifier.run_fixtures import TINY_CONFIG
-from tests.classifier.worker_fixtures import WorkerGroup, celery_sending_to, wait_for, worker_env
+from tests.classifier.worker_fixtures import WorkerGroup, wait_for, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 # Long enough to be mid-run whenever we look (about a second per epoch on a busy CPU).
 LONG_CONFIG = {**TINY_CONFIG, "head_epochs": 1, "finetune_epochs": 400}
-
-
-@pytest.fixture
-def broker(redis_url):
-    """This process's Celery app sends to the test Redis, with an empty `training` queue."""
-    with celery_sending_to(redis_url) as app:
-        with app.connection_for_write() as conn:
-            conn.default_channel.client.delete("training")
-        yield app
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from classifier.datasets import services as dataset_services
 from classifier.models import ModelVersion, TrainingRun
 from classifier.storage import services as storage_services
 from tests.classifier.run_fixtures import TINY_CONFIG, copy_tiny_dataset
-from tests.classifier.worker_fixtures import WorkerGroup, celery_sending_to, wait_for, worker_env
+from tests.classifier.worker_fixtures import WorkerGroup, wait_for, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -39,14 +39,6 @@ def host_dirs(root: Path) -> dict[str, Path]:
         "BREEDLAB_SERVING_CACHE_DIR": root / "serving",
         "MEDIA_ROOT": root / "media",
     }
-
-
-@pytest.fixture
-def broker(redis_url):
-    with celery_sending_to(redis_url) as app:
-        with app.connection_for_write() as conn:
-            conn.default_channel.client.delete("training")
-        yield app
 
 
 @pytest.fixture
