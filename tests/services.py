@@ -87,12 +87,14 @@ def start_worker(*, env: dict[str, str], name: str, queues: str = "training", lo
     )
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
+def stop_process(proc: subprocess.Popen, timeout: float = 15, sig: int | None = None) -> None:
+    """Stop ``proc``'s process group with ``sig`` (SIGTERM; SIGINT is Ctrl-C for the make-run
+    launcher), and SIGKILL it when it has not exited after ``timeout`` seconds."""
     import signal
 
     if proc.poll() is None:
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGTERM if sig is None else sig)
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)

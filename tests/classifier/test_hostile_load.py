@@ -24,7 +24,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from tests.services import free_port
+from tests.services import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[1].parent
 
@@ -141,11 +141,5 @@ def test_four_concurrent_batches_of_huge_blank_pngs_keep_the_worker_under_500_mb
         print(f"worker RSS: baseline {baseline / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB, growth {growth / 2**20:.0f} MiB")
         assert growth < MAX_GROWTH_BYTES, f"worker RSS grew by {growth / 2**20:.0f} MiB under the attack"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process(proc, 60, sig=signal.SIGINT)
         log.close()

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import free_port
+from tests.services import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("BREEDLAB_E2E_CHROMIUM") or (
@@ -231,13 +231,7 @@ def stack(playwright_browser, tmp_path_factory):
         stack.token = stack.manage("create_api_token", STAFF_USER).strip().splitlines()[-1]
         yield stack
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process(proc, 60, sig=signal.SIGINT)
         if drop_database:
             drop_database()
 
