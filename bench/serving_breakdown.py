@@ -52,7 +52,8 @@ def main() -> int:
 
     def store() -> None:
         answer = services._answer(decoded, 0, model.forward(x), model, loaded.thresholds, loaded, 5, 1.0)
-        services._store([answer], [decoded], user=None, source="api", loaded=loaded)
+        answer.photo = imaging.stored_file(decoded.image, decoded.plain_jpeg)
+        services.prediction_record([answer])
 
     client = Client()
     rows = {

@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from classifier.serving import cache as inference
 from classifier.serving import ratelimit
 from classifier.serving.imaging import ImageRejected
-from classifier.serving.services import MAX_TOP_K, ServerBusy, prediction_create
+from classifier.serving.services import MAX_TOP_K, ServerBusy, prediction_create, record_when_sent
 from classifier.versions import selectors as versions_selectors
 from classifier.web.errors import error_response
 
@@ -146,19 +146,18 @@ def predict(request: Request) -> Response:
             raise ValueError
     except (TypeError, ValueError):
         return error_response(f"top_k must be a whole number from 1 to {MAX_TOP_K}.")
-    limit = ratelimit.hit(request, "predict", cost=len(uploads))
-    if not limit.allowed:
-        return _too_many(limit)
-    with ratelimit.InFlight(request, "predict") as slot:
-        if not slot.allowed:
+    with ratelimit.admit(request, "predict", cost=len(uploads)) as admission:
+        if not admission.rate.allowed:
+            return _too_many(admission.rate)
+        if not admission.allowed:
             response = error_response(
-                f"At most {slot.limit} prediction requests from one client at a time; wait for your earlier ones.",
+                f"At most {admission.limit} prediction requests from one client at a time; wait for your earlier ones.",
                 status.HTTP_429_TOO_MANY_REQUESTS,
             )
             response["Retry-After"] = "1"
             return response
         try:
-            answers = prediction_create(uploads=uploads, user=request.user, source="api", top_k=top_k)
+            answers = prediction_create(uploads=uploads, user=request.user, source="api", top_k=top_k, record=False)
         except ImageRejected as exc:
             return error_response(exc.message, exc.status)
         except inference.ModelUnavailable as exc:
@@ -167,8 +166,10 @@ def predict(request: Request) -> Response:
             response = error_response(str(exc), status.HTTP_503_SERVICE_UNAVAILABLE)
             response["Retry-After"] = "30"
             return response
-    payload = [a.as_api() for a in answers]
-    return Response(payload if len(uploads) > 1 else payload[0])
+        payload = [a.as_api() for a in answers]
+        # Recorded after the answer is sent, then the client's in-flight count released (closers run in order).
+        response = record_when_sent(Response(payload if len(uploads) > 1 else payload[0]), answers)
+        return admission.release_when_sent(response)
 
 
 @extend_schema(

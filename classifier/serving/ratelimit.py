@@ -6,17 +6,25 @@ A fixed window: the counter ``ratelimit:<scope>:<client>:<window number>`` is cr
 number. Clients are users when logged in, otherwise IP addresses (behind a proxy, the last
 address the proxy appended to X-Forwarded-For).
 
+A prediction is admitted with ``admit``: its rate counter and its in-flight counter in one Redis
+round trip (a Lua script, run atomically by Redis), the in-flight count released once the answer
+has been sent (the response's close, which the WSGI server calls after writing it). Other cache
+backends (tests, a cache without Redis) take the same decisions through the cache API.
+
 Imports nothing of classifier/ or training/ (Django and libraries only).
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
-from django.http import HttpRequest
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
+from django.http import HttpRequest, HttpResponseBase
 
 PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -103,3 +111,111 @@ class InFlight:
                 cache.decr(self.key)
             except ValueError:  # expired meanwhile: nothing left to release
                 pass
+
+
+# KEYS: the rate counter, the in-flight counter. ARGV: cost, rate limit, rate window seconds (0: no
+# rate limit), in-flight limit, in-flight TTL. Returns {rate count (-1 without a rate limit), count in
+# flight (-1 when the rate refused)}; a request refused by either is not left counted in flight.
+_ADMIT_LUA = """
+local cost = tonumber(ARGV[1])
+local rate = -1
+if ARGV[3] ~= '0' then
+  rate = redis.call('INCRBY', KEYS[1], cost)
+  if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+  if rate > tonumber(ARGV[2]) then return {rate, -1} end
+end
+local n = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+if n > tonumber(ARGV[4]) then redis.call('DECR', KEYS[2]) end
+return {rate, n}
+"""
+
+# The release: a count that expired meanwhile is not driven below zero; zero removes the key.
+_RELEASE_LUA = """
+local n = redis.call('DECR', KEYS[1])
+if n <= 0 then redis.call('DEL', KEYS[1]) end
+return n
+"""
+
+_scripts: dict[tuple[int, str], tuple] = {}
+_scripts_lock = threading.Lock()
+
+
+def _redis_scripts():
+    """The registered admission and release scripts on this process's own Redis client (one connection pool per
+    process, reused by every request), or None when the cache is not Redis."""
+    backend = caches["default"]
+    if not isinstance(backend, RedisCache):
+        return None
+    location = settings.CACHES["default"]["LOCATION"]
+    url = (location if isinstance(location, str) else location[0]).split(",")[0]
+    key = (os.getpid(), url)
+    script = _scripts.get(key)
+    if script is None:
+        import redis
+
+        with _scripts_lock:
+            script = _scripts.get(key)
+            if script is None:
+                client = redis.Redis.from_url(url)
+                script = (client.register_script(_ADMIT_LUA), client.register_script(_RELEASE_LUA))
+                _scripts[key] = script
+    return script
+
+
+class Admission:
+    """One prediction request's admission: ``rate`` (Limit) and whether the client's requests in
+    flight allow it (``allowed``). Use as a context manager; the in-flight count is released on
+    exit, or after the answer is sent when the view returns ``release_when_sent(response)``."""
+
+    def __init__(self, rate: Limit, in_flight_limit: int, allowed: bool, release=None) -> None:
+        self.rate = rate
+        self.limit = in_flight_limit
+        self.allowed = rate.allowed and allowed
+        self._release = release
+        self._deferred = False
+
+    def release_when_sent(self, response: HttpResponseBase) -> HttpResponseBase:
+        if self._release is not None and not self._deferred:
+            self._deferred = True
+            response._resource_closers.append(self._release)  # called by response.close()
+        return response
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._release is not None and not self._deferred:
+            self._release()
+            self._release = None
+
+
+def admit(request: HttpRequest, scope: str = "predict", *, cost: int = 1) -> Admission:
+    """Count this request against the client's rate and its requests in flight (BREEDLAB_RATE_LIMIT,
+    BREEDLAB_MAX_IN_FLIGHT_PER_CLIENT); one Redis round trip where the cache is Redis."""
+    in_flight_limit = settings.BREEDLAB_MAX_IN_FLIGHT_PER_CLIENT
+    scripts = _redis_scripts()
+    if scripts is None:
+        limit = hit(request, scope, cost=cost)
+        if not limit.allowed:
+            return Admission(limit, in_flight_limit, True)
+        slot = InFlight(request, scope).__enter__()
+        return Admission(limit, in_flight_limit, slot.allowed, lambda: slot.__exit__(None, None, None))
+    client = client_id(request)
+    parsed = parse_rate(settings.BREEDLAB_RATE_LIMIT)
+    now = time.time()
+    limit, period = parsed if parsed is not None else (0, 0)
+    window = int(now // period) if period else 0
+    rate_key = cache.make_key(f"ratelimit:{scope}:{client}:{window}")
+    flight_key = cache.make_key(f"inflight:{scope}:{client}")
+    admit_script, release_script = scripts
+    count, in_flight = admit_script(keys=[rate_key, flight_key],
+                              args=[cost, limit, period + 1 if period else 0, in_flight_limit, IN_FLIGHT_TTL])
+    if parsed is None:
+        rate = Limit(True, 0, 0, 0)
+    else:
+        retry_after = max(1, int((window + 1) * period - now + 0.999))
+        rate = Limit(count <= limit, limit, max(0, limit - count), retry_after)
+    if in_flight < 0 or in_flight > in_flight_limit:
+        return Admission(rate, in_flight_limit, in_flight < 0)
+    return Admission(rate, in_flight_limit, True, lambda: release_script(keys=[flight_key]))

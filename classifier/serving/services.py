@@ -2,7 +2,9 @@
 
 ``prediction_create`` validates every uploaded photo first (nothing is stored when one is
 bad), classifies them in one batch with the active model (or, where allowed, the pretrained
-model alone), then stores one Prediction row per photo with a clean re-encoded copy of it.
+model alone), then stores one Prediction row per photo with its photo (as uploaded when it is a
+plain JPEG, otherwise a clean re-encoded copy). The API records after its answer has been sent
+(``record_when_sent``): the row and the photo file are not on the client's clock.
 ``feedback_create`` records a "Wrong breed?" correction (one per prediction: a later one replaces
 it), ``feedback_review`` is staff accepting or rejecting corrections; only accepted ones are merged
 into datasets (datasets/services.py).
@@ -84,6 +86,7 @@ class Answer:
     dog_mass: float | None = None
     thresholds: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    photo: Any = None  # the ContentFile to store with the row, until it is recorded
 
     def as_api(self) -> dict[str, Any]:
         return {
@@ -124,12 +127,16 @@ def prediction_create(
     source: str = "web",
     top_k: int = 5,
     allow_base_only: bool = False,
+    record: bool = True,
 ) -> list[Answer]:
     """Classify the uploaded photos and store a Prediction per photo.
 
     Raises ImageRejected (400/413) when any photo is bad and ModelUnavailable when no fine-tuned
     model can answer and ``allow_base_only`` is False; nothing is stored in either case. Raises
     ServerBusy when this process's prediction slots stay taken for BREEDLAB_PREDICT_WAIT_SECONDS.
+    ``record=False``: the rows are not written yet; the caller records them (``prediction_record``
+    or ``record_when_sent``). The photos to store are prepared here either way, inside the slot, so
+    no decoded photo outlives it.
     """
     if not uploads:
         raise ImageRejected(_("Choose a photo to classify."))
@@ -137,9 +144,12 @@ def prediction_create(
     if not slots.acquire(timeout=settings.BREEDLAB_PREDICT_WAIT_SECONDS):
         raise ServerBusy(_("The server is busy classifying other photos; try again in a minute."))
     try:
-        return _predict(uploads, user=user, source=source, top_k=top_k, allow_base_only=allow_base_only)
+        answers = _predict(uploads, user=user, source=source, top_k=top_k, allow_base_only=allow_base_only)
     finally:
         slots.release()
+    if record:
+        prediction_record(answers)
+    return answers
 
 
 def _predict(uploads, *, user, source: str, top_k: int, allow_base_only: bool) -> list[Answer]:
@@ -164,8 +174,11 @@ def _predict(uploads, *, user, source: str, top_k: int, allow_base_only: bool) -
 
     answers = []
     for i, item in enumerate(decoded):
-        answers.append(_answer(item, i, outputs, model, thresholds, loaded, top_k, elapsed_ms))
-    _store(answers, decoded, user=user, source=source, loaded=loaded)
+        answer = _answer(item, i, outputs, model, thresholds, loaded, top_k, elapsed_ms)
+        answer.prediction.user = user if getattr(user, "is_authenticated", False) else None
+        answer.prediction.source = source
+        answer.photo = imaging.stored_file(item.image, item.plain_jpeg)
+        answers.append(answer)
     return answers
 
 
@@ -218,21 +231,19 @@ def _answer(item, i, outputs, model, thresholds: Thresholds, loaded, top_k: int,
     )
 
 
-def _store(answers: list[Answer], decoded: list[DecodedImage], *, user, source: str, loaded) -> None:
-    """Save the photos and the rows; on any failure remove the photos already written.
+def prediction_record(answers: list[Answer]) -> None:
+    """Save the photos and the rows; on any failure remove the photos already written and raise.
 
     One photo's row is one INSERT (autocommit); several photos' rows share a transaction."""
     saved = []
     try:
         with transaction.atomic() if len(answers) > 1 else contextlib.nullcontext():
-            for answer, item in zip(answers, decoded):
+            for answer in answers:
                 p = answer.prediction
-                p.user = user if getattr(user, "is_authenticated", False) else None
-                p.source = source
-                photo = imaging.stored_file(item.image, item.plain_jpeg)
-                p.image.save(photo.name, photo, save=False)
+                p.image.save(answer.photo.name, answer.photo, save=False)
                 saved.append(p.image.name)
                 p.save()
+                answer.photo = None
     except BaseException:
         for name in saved:
             try:
@@ -240,6 +251,21 @@ def _store(answers: list[Answer], decoded: list[DecodedImage], *, user, source: 
             except OSError:
                 log.warning("could not remove %s after a failed prediction", name)
         raise
+
+
+def record_when_sent(response, answers: list[Answer]):
+    """Record ``answers`` once ``response`` has been sent (the WSGI server closes it after writing).
+    The client already has its answer then: a failure is logged with the photos' SHA-256, never raised."""
+
+    def record() -> None:
+        try:
+            prediction_record(answers)
+        except Exception:  # noqa: BLE001 - the answer is out; this is the log of it
+            log.exception("the prediction of %s was answered but could not be recorded",
+                          ", ".join(a.prediction.image_sha256[:12] for a in answers))
+
+    response._resource_closers.append(record)  # run by response.close(), before request_finished
+    return response
 
 
 def feedback_create(*, prediction: Prediction, correct_label: str, user=None) -> Feedback:

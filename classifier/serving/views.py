@@ -130,14 +130,15 @@ def home(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         errors = [str(e) for errs in form.errors.values() for e in errs]
         return _page(request, form=form, status=400, error=" ".join(errors))
-    limit = ratelimit.hit(request, "predict")
-    if not limit.allowed:
-        message = _("Too many photos from you right now; try again in %(seconds)s s.") % {"seconds": limit.retry_after}
-        response = _page(request, form=ClassifyForm(), status=429, error=message)
-        response["Retry-After"] = str(limit.retry_after)
-        return response
-    with ratelimit.InFlight(request, "predict") as slot:
-        if not slot.allowed:
+    with ratelimit.admit(request, "predict") as admission:
+        if not admission.rate.allowed:
+            message = _("Too many photos from you right now; try again in %(seconds)s s.") % {
+                "seconds": admission.rate.retry_after
+            }
+            response = _page(request, form=ClassifyForm(), status=429, error=message)
+            response["Retry-After"] = str(admission.rate.retry_after)
+            return response
+        if not admission.allowed:
             message = _("Your earlier photos are still being classified; wait for them, then try again.")
             response = _page(request, form=ClassifyForm(), status=429, error=message)
             response["Retry-After"] = "1"

@@ -254,3 +254,56 @@ def test_a_prediction_request_makes_a_few_queries_and_writes_its_row_with_one_in
     assert not {"UPDATE", "DELETE"} & set(statements), queries.captured_queries
     # The active version's id (one indexed SELECT) and the row: no transaction around a single INSERT.
     assert statements == ["SELECT", "INSERT"], [q["sql"][:120] for q in queries.captured_queries]
+
+
+def test_the_answer_is_sent_before_its_row_is_written_and_the_row_follows(active_model, held_out_photos):
+    """Through the WSGI handler as a server calls it: the answer's bytes first; the row and the photo
+    are written when the server closes the response after sending them."""
+    import json
+    import sys
+
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+    from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
+
+    Client().post(URL, {"image": photo_upload(held_out_photos["pug"][0])})  # loads the model
+    body = encode_multipart(BOUNDARY, {"image": photo_upload(held_out_photos["pug"][0])})
+    environ = {
+        "REQUEST_METHOD": "POST", "PATH_INFO": URL, "SCRIPT_NAME": "", "QUERY_STRING": "", "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "testserver",
+        "CONTENT_TYPE": MULTIPART_CONTENT, "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
+        "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
+    }
+    before = Prediction.objects.count()
+    statuses = []
+    # As Django's test client does: the test's database connection must survive the request signals.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        response = WSGIHandler()(environ, lambda status, headers: statuses.append(status))
+        sent = b"".join(response)
+        assert statuses == ["200 OK"] and json.loads(sent)["predictions"][0]["label"] == "pug"
+        assert Prediction.objects.count() == before  # answered, not recorded yet
+        response.close()  # what the server does after writing the answer
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+    assert Prediction.objects.count() == before + 1
+    assert Prediction.objects.latest("pk").source == "api"
+
+
+def test_a_row_that_cannot_be_written_after_the_answer_is_logged_and_leaves_no_photo(
+    client, active_model, held_out_photos, settings, monkeypatch, caplog
+):
+    client.post(URL, {"image": photo_upload(held_out_photos["pug"][0])})  # loads the model
+    before, files = Prediction.objects.count(), len(stored_files(settings))
+
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError("database is gone")
+
+    monkeypatch.setattr(Prediction, "save", refuse)
+    response = client.post(URL, {"image": photo_upload(held_out_photos["pug"][0])})
+    assert response.status_code == 200 and response.json()["verdict"] == "dog"  # the answer was already given
+    assert Prediction.objects.count() == before and len(stored_files(settings)) == files
+    assert any("answered but could not be recorded" in r.getMessage() for r in caplog.records)
