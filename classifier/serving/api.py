@@ -146,7 +146,7 @@ def predict(request: Request) -> Response:
             raise ValueError
     except (TypeError, ValueError):
         return error_response(f"top_k must be a whole number from 1 to {MAX_TOP_K}.")
-    with ratelimit.admit(request, "predict", cost=len(uploads)) as admission:
+    with ratelimit.admit(request, "predict", cost=len(uploads), read=versions_selectors.ACTIVE_MODEL_CACHE_KEY) as admission:
         if not admission.rate.allowed:
             return _too_many(admission.rate)
         if not admission.allowed:
@@ -157,7 +157,8 @@ def predict(request: Request) -> Response:
             response["Retry-After"] = "1"
             return response
         try:
-            answers = prediction_create(uploads=uploads, user=request.user, source="api", top_k=top_k, record=False)
+            answers = prediction_create(uploads=uploads, user=request.user, source="api", top_k=top_k, record=False,
+                                        active_hint=admission.read)
         except ImageRejected as exc:
             return error_response(exc.message, exc.status)
         except inference.ModelUnavailable as exc:

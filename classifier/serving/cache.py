@@ -74,6 +74,8 @@ class _State:
         self.refused: dict[VersionKey, tuple[float, str]] = {}
         self.by_files: OrderedDict[tuple, ServingModel] = OrderedDict()
         self.base: dict[str, ServingModel] = {}
+        self.hint: bytes | None = None  # the announcement seen at the last database check
+        self.hint_checked = 0.0
 
 
 _state = _State()
@@ -166,13 +168,28 @@ def model_key(folder: Path) -> str:
     return hashlib.sha256(f"{folder}:{size}:{mtime}".encode()).hexdigest()[:24]
 
 
-def get_active() -> Loaded:
+# How long an unchanged promotion announcement stands in for the active-version query; a change made
+# without an announcement (none is made so today) is still seen within this time.
+HINT_TRUST_SECONDS = 2.0
+
+
+def get_active(hint: bytes | None = None) -> Loaded:
     """The model version to answer this request (the built-in one when none is active);
-    ModelUnavailable when none exists or the active one cannot be loaded."""
-    key = active_key()
+    ModelUnavailable when none exists or the active one cannot be loaded.
+
+    ``hint``: the raw promotion announcement (versions.selectors.ACTIVE_MODEL_CACHE_KEY) read in the
+    request's admission round trip. While it equals the one seen at the last database check (at most
+    HINT_TRUST_SECONDS ago), the current model answers without a query; a promotion on any host
+    changes it after its commit."""
     state = _state
     current = state.current
+    if (hint is not None and current is not None and hint == state.hint
+            and time.monotonic() - state.hint_checked < HINT_TRUST_SECONDS):
+        return current
+    checked = time.monotonic()
+    key = active_key()
     if current is not None and current.key == key:
+        state.hint, state.hint_checked = hint, checked
         return current
     if key is None:
         raise ModelUnavailable("No model version exists (not even the built-in one: run manage.py migrate).")
@@ -187,6 +204,7 @@ def get_active() -> Loaded:
     try:
         current = state.current
         if current is not None and current.key == key:
+            state.hint, state.hint_checked = hint, checked
             return current
         refused = state.refused.get(key)
         if refused is not None and time.monotonic() - refused[0] < RETRY_SECONDS:
@@ -201,6 +219,7 @@ def get_active() -> Loaded:
             return _fallback(current, reason)
         state.refused.pop(key, None)
         state.current = loaded  # the swap: one assignment
+        state.hint, state.hint_checked = hint, checked
         return loaded
     finally:
         state.lock.release()

@@ -113,21 +113,23 @@ class InFlight:
                 pass
 
 
-# KEYS: the rate counter, the in-flight counter. ARGV: cost, rate limit, rate window seconds (0: no
-# rate limit), in-flight limit, in-flight TTL. Returns {rate count (-1 without a rate limit), count in
-# flight (-1 when the rate refused)}; a request refused by either is not left counted in flight.
+# KEYS: the rate counter, the in-flight counter, a key to read along (the caller's). ARGV: cost, rate
+# limit, rate window seconds (0: no rate limit), in-flight limit, in-flight TTL. Returns {rate count
+# (-1 without a rate limit), count in flight (-1 when the rate refused), the third key's raw value or
+# false}; a request refused by either limit is not left counted in flight.
 _ADMIT_LUA = """
 local cost = tonumber(ARGV[1])
 local rate = -1
+local read = redis.call('GET', KEYS[3])
 if ARGV[3] ~= '0' then
   rate = redis.call('INCRBY', KEYS[1], cost)
   if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
-  if rate > tonumber(ARGV[2]) then return {rate, -1} end
+  if rate > tonumber(ARGV[2]) then return {rate, -1, read} end
 end
 local n = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 if n > tonumber(ARGV[4]) then redis.call('DECR', KEYS[2]) end
-return {rate, n}
+return {rate, n, read}
 """
 
 # The release: a count that expired meanwhile is not driven below zero; zero removes the key.
@@ -166,10 +168,13 @@ def _redis_scripts():
 class Admission:
     """One prediction request's admission: ``rate`` (Limit) and whether the client's requests in
     flight allow it (``allowed``). Use as a context manager; the in-flight count is released on
-    exit, or after the answer is sent when the view returns ``release_when_sent(response)``."""
+    exit, or after the answer is sent when the view returns ``release_when_sent(response)``.
+    ``read``: the raw stored value of the key ``admit`` was asked to read along (None: absent, or
+    the cache is not Redis)."""
 
-    def __init__(self, rate: Limit, in_flight_limit: int, allowed: bool, release=None) -> None:
+    def __init__(self, rate: Limit, in_flight_limit: int, allowed: bool, release=None, read: bytes | None = None) -> None:
         self.rate = rate
+        self.read = read
         self.limit = in_flight_limit
         self.allowed = rate.allowed and allowed
         self._release = release
@@ -190,9 +195,10 @@ class Admission:
             self._release = None
 
 
-def admit(request: HttpRequest, scope: str = "predict", *, cost: int = 1) -> Admission:
+def admit(request: HttpRequest, scope: str = "predict", *, cost: int = 1, read: str | None = None) -> Admission:
     """Count this request against the client's rate and its requests in flight (BREEDLAB_RATE_LIMIT,
-    BREEDLAB_MAX_IN_FLIGHT_PER_CLIENT); one Redis round trip where the cache is Redis."""
+    BREEDLAB_MAX_IN_FLIGHT_PER_CLIENT); one Redis round trip where the cache is Redis, which also
+    reads the cache key ``read`` (its raw value in ``Admission.read``)."""
     in_flight_limit = settings.BREEDLAB_MAX_IN_FLIGHT_PER_CLIENT
     scripts = _redis_scripts()
     if scripts is None:
@@ -209,13 +215,15 @@ def admit(request: HttpRequest, scope: str = "predict", *, cost: int = 1) -> Adm
     rate_key = cache.make_key(f"ratelimit:{scope}:{client}:{window}")
     flight_key = cache.make_key(f"inflight:{scope}:{client}")
     admit_script, release_script = scripts
-    count, in_flight = admit_script(keys=[rate_key, flight_key],
+    read_key = cache.make_key(read) if read else cache.make_key(f"unused:{scope}")
+    count, in_flight, value = admit_script(keys=[rate_key, flight_key, read_key],
                               args=[cost, limit, period + 1 if period else 0, in_flight_limit, IN_FLIGHT_TTL])
     if parsed is None:
         rate = Limit(True, 0, 0, 0)
     else:
         retry_after = max(1, int((window + 1) * period - now + 0.999))
         rate = Limit(count <= limit, limit, max(0, limit - count), retry_after)
+    value = value if read and value else None
     if in_flight < 0 or in_flight > in_flight_limit:
-        return Admission(rate, in_flight_limit, in_flight < 0)
-    return Admission(rate, in_flight_limit, True, lambda: release_script(keys=[flight_key]))
+        return Admission(rate, in_flight_limit, in_flight < 0, read=value)
+    return Admission(rate, in_flight_limit, True, lambda: release_script(keys=[flight_key]), read=value)

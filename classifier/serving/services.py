@@ -128,6 +128,7 @@ def prediction_create(
     top_k: int = 5,
     allow_base_only: bool = False,
     record: bool = True,
+    active_hint: bytes | None = None,
 ) -> list[Answer]:
     """Classify the uploaded photos and store a Prediction per photo.
 
@@ -136,7 +137,7 @@ def prediction_create(
     ServerBusy when this process's prediction slots stay taken for BREEDLAB_PREDICT_WAIT_SECONDS.
     ``record=False``: the rows are not written yet; the caller records them (``prediction_record``
     or ``record_when_sent``). The photos to store are prepared here either way, inside the slot, so
-    no decoded photo outlives it.
+    no decoded photo outlives it. ``active_hint``: see ``cache.get_active``.
     """
     if not uploads:
         raise ImageRejected(_("Choose a photo to classify."))
@@ -144,7 +145,8 @@ def prediction_create(
     if not slots.acquire(timeout=settings.BREEDLAB_PREDICT_WAIT_SECONDS):
         raise ServerBusy(_("The server is busy classifying other photos; try again in a minute."))
     try:
-        answers = _predict(uploads, user=user, source=source, top_k=top_k, allow_base_only=allow_base_only)
+        answers = _predict(uploads, user=user, source=source, top_k=top_k, allow_base_only=allow_base_only,
+                           active_hint=active_hint)
     finally:
         slots.release()
     if record:
@@ -152,7 +154,7 @@ def prediction_create(
     return answers
 
 
-def _predict(uploads, *, user, source: str, top_k: int, allow_base_only: bool) -> list[Answer]:
+def _predict(uploads, *, user, source: str, top_k: int, allow_base_only: bool, active_hint: bytes | None) -> list[Answer]:
     started = time.perf_counter()
     top_k = max(1, min(int(top_k), MAX_TOP_K))
     decoded = decode_uploads(uploads)
@@ -161,7 +163,7 @@ def _predict(uploads, *, user, source: str, top_k: int, allow_base_only: bool) -
 
     loaded: inference.Loaded | None = None
     try:
-        loaded = inference.get_active()
+        loaded = inference.get_active(active_hint)
         model, thresholds = loaded.model, loaded.thresholds
     except inference.ModelUnavailable:
         if not allow_base_only:

@@ -130,7 +130,7 @@ def home(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         errors = [str(e) for errs in form.errors.values() for e in errs]
         return _page(request, form=form, status=400, error=" ".join(errors))
-    with ratelimit.admit(request, "predict") as admission:
+    with ratelimit.admit(request, "predict", read=versions_selectors.ACTIVE_MODEL_CACHE_KEY) as admission:
         if not admission.rate.allowed:
             message = _("Too many photos from you right now; try again in %(seconds)s s.") % {
                 "seconds": admission.rate.retry_after
@@ -145,7 +145,8 @@ def home(request: HttpRequest) -> HttpResponse:
             return response
         try:
             (answer,) = prediction_create(
-                uploads=[form.cleaned_data["photo"]], user=request.user, source="web", allow_base_only=True
+                uploads=[form.cleaned_data["photo"]], user=request.user, source="web", allow_base_only=True,
+                active_hint=admission.read,
             )
         except ImageRejected as exc:
             return _page(request, form=ClassifyForm(), status=exc.status, error=exc.message)

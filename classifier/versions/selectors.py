@@ -11,6 +11,11 @@ from django.db.models import QuerySet
 
 from classifier.models import ModelVersion, TrainingRun
 
+# The shared cache's announcement of each promotion ({"id", "promoted_at"}, written after the commit by
+# versions/services.py); serving reads it in a request's admission round trip to skip the active-version
+# query while it is unchanged (serving/cache.py get_active).
+ACTIVE_MODEL_CACHE_KEY = "breedlab:active_model"
+
 
 def model_get_active() -> ModelVersion | None:
     return ModelVersion.objects.filter(is_active=True).select_related("run").first()

@@ -5,7 +5,7 @@ promoted_at/promoted_by). After it commits, the cache key ``breedlab:active_mode
 every web process notices on its next request (classifier.serving.cache compares it, with the
 active id and promoted_at, to what it has loaded).
 
-Writes go through these functions. Imports classifier.datasets.selectors, classifier.models,
+Writes go through these functions. Imports classifier.datasets.selectors, classifier.models, classifier.versions.selectors,
 classifier.storage.remote, training.checkpoint (besides Django and libraries); never another domain's views or api.
 """
 
@@ -23,12 +23,12 @@ from django.utils.translation import gettext as _
 from classifier.datasets.selectors import split_key
 from classifier.models import ModelVersion, TrainingRun
 from classifier.storage import remote
+from classifier.versions.selectors import ACTIVE_MODEL_CACHE_KEY
 from training.checkpoint import META_FILE, MODEL_FILE, read_json
 from training.objectstore import StorageError
 
 log = logging.getLogger(__name__)
 
-ACTIVE_MODEL_CACHE_KEY = "breedlab:active_model"
 
 
 class VersionError(Exception):

@@ -62,8 +62,8 @@ def test_admission_is_one_round_trip_and_the_count_is_released_after_the_answer_
     with ratelimit.admit(Req()) as admission:
         assert admission.allowed and admission.rate.allowed
         admission.release_when_sent(response)
-    # One command from this process; INCR and EXPIRE are the script's own, inside Redis.
-    assert calls_since(redis_cache, before) == {"cmdstat_evalsha": 1, "cmdstat_incr": 1, "cmdstat_expire": 1}
+    # One command from this process; GET, INCR and EXPIRE are the script's own, inside Redis.
+    assert calls_since(redis_cache, before) == {"cmdstat_evalsha": 1, "cmdstat_incr": 1, "cmdstat_expire": 1, "cmdstat_get": 1}
     assert cache.get("inflight:predict:ip:10.0.0.7") == 1  # the answer has not been sent yet
     response.close()  # what the WSGI server calls after writing the answer
     assert cache.get("inflight:predict:ip:10.0.0.7") is None  # released (a zero count is removed)
@@ -127,3 +127,14 @@ def test_the_api_releases_each_request_whatever_its_answer(client, redis_cache, 
     statuses = [client.post("/api/predict", {"image": png()}).status_code for _ in range(4)]
     assert statuses == [400, 200, 400, 200]  # with a leak the second would already be 429
     assert cache.get("inflight:predict:ip:127.0.0.1") is None
+
+
+def test_admission_reads_the_promotion_announcement_in_the_same_round_trip(redis_cache):
+    from classifier.versions.selectors import ACTIVE_MODEL_CACHE_KEY
+
+    assert ratelimit.admit(Req(), read=ACTIVE_MODEL_CACHE_KEY).read is None  # nothing announced yet
+    cache.set(ACTIVE_MODEL_CACHE_KEY, {"id": 3, "promoted_at": "2026-11-30T12:00:00+00:00"}, timeout=None)
+    first = ratelimit.admit(Req(), read=ACTIVE_MODEL_CACHE_KEY).read
+    assert first is not None and first == ratelimit.admit(Req("10.0.0.2"), read=ACTIVE_MODEL_CACHE_KEY).read
+    cache.set(ACTIVE_MODEL_CACHE_KEY, {"id": 4, "promoted_at": "2026-11-30T12:01:00+00:00"}, timeout=None)
+    assert ratelimit.admit(Req("10.0.0.3"), read=ACTIVE_MODEL_CACHE_KEY).read not in (None, first)

@@ -224,3 +224,24 @@ def test_calibrate_model_needs_a_model(db):
 
     with pytest.raises(CommandError, match="model version id or --run-dir"):
         call_command("calibrate_model")
+
+
+def test_an_unchanged_promotion_announcement_stands_in_for_the_active_version_query(
+    finetuned_run, perturbed_run, register_version, django_assert_num_queries, monkeypatch
+):
+    a = register_version(finetuned_run, name="a")
+    assert inference.get_active(b"announce-a").version_id == a.pk  # checked against the database
+    with django_assert_num_queries(0):
+        assert inference.get_active(b"announce-a").version_id == a.pk
+    b = register_version(perturbed_run, name="b")  # another host promotes: the announcement changes
+    assert inference.get_active(b"announce-b").version_id == b.pk
+    with django_assert_num_queries(1):  # without an announcement, every request asks the database
+        assert inference.get_active(None).version_id == b.pk
+    # A change made without a new announcement is still seen once the hint is HINT_TRUST_SECONDS old.
+    assert inference.get_active(b"announce-b").version_id == b.pk
+    ModelVersion.objects.filter(pk=b.pk).update(is_active=False)
+    ModelVersion.objects.filter(pk=a.pk).update(is_active=True)
+    assert inference.get_active(b"announce-b").version_id == b.pk  # trusted for now
+    clock = inference.time.monotonic() + inference.HINT_TRUST_SECONDS + 0.1
+    monkeypatch.setattr(inference.time, "monotonic", lambda: clock)
+    assert inference.get_active(b"announce-b").version_id == a.pk

@@ -9,6 +9,7 @@ import pytest
 from django.core.cache import cache
 
 from classifier.models import ModelVersion, TrainingRun
+from classifier.versions import selectors as version_selectors
 from classifier.versions import services as version_services
 
 pytestmark = pytest.mark.django_db
@@ -31,17 +32,17 @@ def test_promotion_flips_the_active_version_and_announces_it_after_commit(
     old = version_with_files(settings, "old")
     new = version_with_files(settings, "new")
     version_services.model_promote(version=old)
-    cache.delete(version_services.ACTIVE_MODEL_CACHE_KEY)
+    cache.delete(version_selectors.ACTIVE_MODEL_CACHE_KEY)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         version_services.model_promote(version=new, user=staff_user)
-    assert cache.get(version_services.ACTIVE_MODEL_CACHE_KEY) is None  # not before the commit
+    assert cache.get(version_selectors.ACTIVE_MODEL_CACHE_KEY) is None  # not before the commit
     for callback in callbacks:
         callback()
     new.refresh_from_db()
     old.refresh_from_db()
     assert new.is_active and not old.is_active
     assert new.promoted_by == staff_user and new.promoted_at is not None
-    assert cache.get(version_services.ACTIVE_MODEL_CACHE_KEY) == {"id": new.pk, "promoted_at": new.promoted_at.isoformat()}
+    assert cache.get(version_selectors.ACTIVE_MODEL_CACHE_KEY) == {"id": new.pk, "promoted_at": new.promoted_at.isoformat()}
     assert ModelVersion.objects.filter(is_active=True).count() == 1
 
 
