@@ -4,8 +4,11 @@
         .venv/bin/python bench/serving_breakdown.py
 
 Each row is the p50 of 100 calls (ms): decoding the upload, preprocessing, the forward, the
-active-version check, storing the photo and its row, the whole service, and POST /api/predict
-through Django's test client (Django + DRF + multipart on top). Writes nothing but rows.
+active-version check (with and without the promotion announcement), the admission round trip
+(rate and in-flight counters, one Redis call when the cache is Redis), storing the photo and its
+row (which the API does after its answer is sent), the whole service, and POST /api/predict
+through Django's WSGI handler until the answer's bytes are out, and until the response is closed
+(the recording included). Writes nothing but rows.
 """
 
 import os
@@ -35,10 +38,14 @@ def main() -> int:
     import django
 
     django.setup()
-    from django.core.files.uploadedfile import SimpleUploadedFile
-    from django.test import Client
+    import io
 
-    from classifier.serving import cache, imaging, services
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
+
+    from classifier.serving import cache, imaging, ratelimit, services
+    from classifier.versions.selectors import ACTIVE_MODEL_CACHE_KEY
 
     data = (SHARED / "datasets/stanford-dogs-120/golden_retriever/n02099601_1010.jpg").read_bytes()
 
@@ -50,20 +57,62 @@ def main() -> int:
     decoded = imaging.open_upload(upload())
     x = model.preprocess([decoded.image])
 
-    def store() -> None:
-        answer = services._answer(decoded, 0, model.forward(x), model, loaded.thresholds, loaded, 5, 1.0)
+    outputs = model.forward(x)
+
+    def record() -> None:
+        answer = services._answer(decoded, 0, outputs, model, loaded.thresholds, loaded, 5, 1.0)
         answer.photo = imaging.stored_file(decoded.image, decoded.plain_jpeg)
         services.prediction_record([answer])
 
-    client = Client()
+    class Visitor:
+        META = {"REMOTE_ADDR": "127.0.0.250"}
+        user = None
+
+    def admission() -> None:
+        with ratelimit.admit(Visitor(), "predict", read=ACTIVE_MODEL_CACHE_KEY):
+            pass
+
+    hint = ratelimit.admit(Visitor(), "predict", read=ACTIVE_MODEL_CACHE_KEY)
+    hint.__exit__(None, None, None)
+    app = WSGIHandler()
+    body = encode_multipart(BOUNDARY, {"image": upload()})
+
+    def post() -> tuple[float, float]:
+        """Seconds until the answer's bytes are out, and until the response is closed."""
+        environ = {
+            "REQUEST_METHOD": "POST", "PATH_INFO": "/api/predict", "SCRIPT_NAME": "", "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.251",
+            "HTTP_HOST": "127.0.0.1", "CONTENT_TYPE": MULTIPART_CONTENT, "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
+        }
+        statuses: list[str] = []
+        start = time.perf_counter()
+        response = app(environ, lambda status, headers: statuses.append(status))
+        b"".join(response)
+        out = time.perf_counter()
+        response.close()
+        assert statuses == ["200 OK"], statuses
+        return out - start, time.perf_counter() - start
+
+    from django.core.cache import cache as shared
+
+    shared.delete("inflight:predict:ip:127.0.0.251")  # what an interrupted run of this script left counted
+    for _ in range(5):
+        post()
+    posts = [post() for _ in range(100)]
     rows = {
         "read + decode + sha256 (open_upload)": timed(lambda: imaging.open_upload(upload())),
         "preprocess": timed(lambda: model.preprocess([decoded.image])),
         "forward": timed(lambda: model.forward(x)),
-        "active-version check (one query)": timed(cache.get_active),
-        "forward + store the photo (as is when plain) + insert the row": timed(store),
-        "prediction_create (the whole service)": timed(lambda: services.prediction_create(uploads=[upload()], source="api")),
-        "POST /api/predict in-process (Django + DRF + multipart)": timed(lambda: client.post("/api/predict", {"image": upload()})),
+        "active-version check, no announcement (one query)": timed(cache.get_active),
+        "active-version check, announcement unchanged": timed(lambda: cache.get_active(hint.read)),
+        "admission: rate + in flight + announcement (one Redis call), and the release": timed(admission),
+        "record: store the photo (as is when plain) + insert the row": timed(record),
+        "prediction_create (the whole service, recording included)": timed(
+            lambda: services.prediction_create(uploads=[upload()], source="api")
+        ),
+        "POST /api/predict in-process, until the answer is out": round(statistics.median(p[0] for p in posts) * 1000, 2),
+        "POST /api/predict in-process, until the response is closed": round(statistics.median(p[1] for p in posts) * 1000, 2),
     }
     print("| step | p50 ms |\n|---|---|")
     for name, ms in rows.items():
