@@ -13,6 +13,8 @@ Rows (p50 / p95 in ms, per thread count):
   12 MP photo rows         the same photo upscaled to 4032x3024 (a phone photo): decode+forward as
                            served (libjpeg decodes at 1/4 scale) and with a full-size decode instead
   HTTP round trip (--url)  POST /api/predict with the photo, measured by a client on this machine
+  HTTP floor (--url)       POST /api/predict without a photo (its 400): gunicorn, Django's middleware,
+                           DRF and the multipart parser alone, what any answer costs before the photo's work
 
 Without --run-dir a 4-breed head-only model is fine-tuned once into bench/out/run-dogs4.
 It then prints the issue's targets (serving forward / eager, decode+preprocess ms, HTTP p50 /
@@ -182,6 +184,18 @@ def measure(threads: int, args, run_dir: Path, photo: Path, data: bytes) -> dict
                 raise RuntimeError(f"POST /api/predict answered {status}: {answer[:200]!r}")
 
         rows["HTTP round trip"] = timed(lambda: post(photo.name, data), min(args.repeats, 100), warmup=5)
+
+        def no_photo() -> None:
+            boundary = "floor"
+            body = f'--{boundary}\r\nContent-Disposition: form-data; name="top_k"\r\n\r\n5\r\n--{boundary}--\r\n'.encode()
+            client.conn.request("POST", "/api/predict", body=body,
+                                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+            response = client.conn.getresponse()
+            response.read()
+            if response.status != 400:
+                raise RuntimeError(f"POST /api/predict without a photo answered {response.status}")
+
+        rows["HTTP floor: POST without a photo (400)"] = timed(no_photo, args.repeats, warmup=10)
         rows["HTTP round trip, 12 MP photo"] = timed(lambda: post("phone.jpg", big), few, warmup=3)
     return {"rows": rows, "int8": int8, "equality": preprocess_equality(fp32, args.equality_photos)}
 
