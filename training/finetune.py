@@ -31,7 +31,7 @@ import torch
 
 from training import checkpoint as ckpt
 from training.backbones import Backbone, get_backbone, init_head_from_classifier, match_original_classes
-from training.backbones.registry import AUTO_BACKBONE, choose_auto_backbone
+from training.backbones.registry import AUTO_BACKBONE, AUTO_CANDIDATES, choose_auto_backbone
 from training.config import PATH_FIELDS, TrainConfig
 from training.data import check_classes, decode_images, epoch_order, num_batches, sample_seed, warn_skipped
 from training.engine import evaluate, train_one_epoch
@@ -173,11 +173,12 @@ class _Run:
 
     def _choose_backbone(self) -> None:
         """``backbone="auto"``: chosen to fit the budget; a resumed run keeps its checkpoint's choice."""
-        c, last = self.config, self.out_dir / ckpt.CHECKPOINT_DIR / "last.json"
+        c, s, last = self.config, self.splits, self.out_dir / ckpt.CHECKPOINT_DIR / "last.json"
         saved = ckpt.read_json(last).get("backbone_choice") if self.resume and last.is_file() else None
+        known = c.init_head_from_pretrained and len(match_original_classes(get_backbone(AUTO_CANDIDATES[0]), s.classes, Path(c.data_dir))) == len(s.classes)
         self.backbone_choice = saved or choose_auto_backbone(
-            image_size=c.image_size, device=self.device, budget_s=c.budget_seconds,
-            spent_s=time.perf_counter() - self.started, n_photos=sum(len(p) for p in (self.splits.train, self.splits.val, self.splits.test)),
+            image_size=c.image_size, device=self.device, budget_s=c.budget_seconds, classes_known=known,
+            spent_s=time.perf_counter() - self.started, n_photos=len(s.train) + len(s.val) + len(s.test),
         )
         self.backbone = get_backbone(self.backbone_choice["name"])
 

@@ -85,3 +85,12 @@ def test_auto_steps_down_to_a_backbone_that_fits_and_to_lite0_when_none_does():
 def test_auto_without_a_budget_takes_the_strongest_untimed():
     option, options, _ = _choose(None, 10**6)
     assert option.name == "efficientnet_lite2" and options == []
+
+
+def test_auto_keeps_a_run_of_classes_the_pretrained_network_knows_short_with_the_cheapest_untimed():
+    timed = []
+    option, options, reason = choose_backbone(
+        CANDIDATES, time_forward=lambda name, size: timed.append(name) or 0.001, budget_s=900.0, spent_s=1.0,
+        n_photos=800, classes_known=True,
+    )
+    assert option.name == "efficientnet_lite0" and options == [] and timed == [] and "knows every class" in reason

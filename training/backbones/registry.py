@@ -73,7 +73,8 @@ def list_backbones() -> list[BackboneInfo]:
 
 
 def choose_auto_backbone(
-    *, image_size: int | None, device: torch.device, budget_s: float | None, spent_s: float, n_photos: int
+    *, image_size: int | None, device: torch.device, budget_s: float | None, spent_s: float, n_photos: int,
+    classes_known: bool = False,
 ) -> dict[str, Any]:
     """``backbone="auto"``: the strongest of ``AUTO_CANDIDATES`` with weights here whose pass over
     ``n_photos`` fits the budget (``training.plan.choose_backbone``), each timed on ``device``.
@@ -83,7 +84,7 @@ def choose_auto_backbone(
         raise ConfigError(f"backbone auto needs the weights of one of {', '.join(AUTO_CANDIDATES)}; none is installed here.")
     option, timed, reason = choose_backbone(
         candidates, time_forward=lambda name, size: BACKBONES[name].time_forward(size, device=device),
-        budget_s=budget_s, spent_s=spent_s, n_photos=n_photos,
+        budget_s=budget_s, spent_s=spent_s, n_photos=n_photos, classes_known=classes_known,
     )
     return {"name": option.name, "image_size": option.image_size, "reason": reason,
             "timed_ms_per_photo": {f"{o.name}@{o.image_size}": round(o.forward_s * 1000, 2) for o in timed}}
