@@ -143,7 +143,9 @@ class Backbone:
 
     def time_forward(self, image_size: int | None = None, *, device: torch.device | None = None, n: int = 8) -> float:
         """Seconds per photo of the whole network (evaluation mode, a batch of ``n``) on ``device``:
-        the fastest of two timed passes after a warm-up. Random weights: the cost is the same."""
+        the fastest of three timed passes after two warm-ups (measured: one warm-up and two passes
+        read Lite2 at 356 ms a photo in a fresh process, against 41 ms in a 4,800-photo pass). Random
+        weights: the cost is the same."""
         import time
 
         device = device or torch.device("cpu")
@@ -152,14 +154,14 @@ class Backbone:
         x = torch.randn(n, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
         best = float("inf")
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            for i in range(3):
+            for i in range(5):
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
                 net(x)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
-                if i:
+                if i >= 2:
                     best = min(best, time.perf_counter() - t0)
         return best / n
 
