@@ -116,7 +116,7 @@ def render(runs: dict, info: dict) -> str:
         "",
         "Command: `.venv/bin/python bench/train_recipe.py --datasets ../shared/datasets [--tasks ...]` "
         f"(machine: {info['cpu_count']} CPU cores, GPU: {info['gpu'] or 'none'}; load average at each task's start: {loads}; "
-        "other jobs ran at a lower priority).",
+        "the bench is run at nice 5 beside whatever else the machine runs).",
         "",
         table(["task", "backbone, px", "train photos", "test photos", "test top-1", "head alone", "logistic regression (C by 5-fold CV)",
                "fine-tune gain (points)", "kept", "views / fine-tune epochs", "wall s", "wall limit s", "target",
