@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--test-split", type=float, default=d.test_fraction, help="fraction held out for the test report")
     f.add_argument("--budget-minutes", type=float, default=d.budget_minutes,
                    help="time budget of the whole run; views and epochs are planned to fit it (0 = no budget)")
-    f.add_argument("--backbone", default=d.backbone)
+    f.add_argument("--backbone", default="auto",
+                   help="a name from `backbones`, or auto (default): the strongest EfficientNet-Lite that fits the budget")
     f.add_argument("--backbone-weights", help="checkpoint file to load instead of the default weights source")
     f.add_argument("--image-size", type=int, default=None)
     f.add_argument("--head-solver", default=d.head_solver, help="lbfgs (converged, default) | epochs (the optimizer, --head-epochs)")
@@ -161,7 +162,7 @@ def cmd_backbones(a: argparse.Namespace) -> int:
 
 
 def cmd_finetune(a: argparse.Namespace) -> int:
-    from training.backbones import get_backbone
+    from training.backbones import check_backbone
     from training.finetune import finetune
     from training.optim import OPTIMIZERS
     from training.reporting import ConsoleReporter
@@ -169,7 +170,7 @@ def cmd_finetune(a: argparse.Namespace) -> int:
     if a.optimizer not in OPTIMIZERS:
         raise TrainingError(f"Unknown optimizer {a.optimizer!r}; valid optimizers are {', '.join(OPTIMIZERS)}.")
     config = _config_from_args(a)
-    get_backbone(config.backbone)
+    check_backbone(config.backbone)
     if not Path(config.data_dir).is_dir():
         raise TrainingError(f"Data folder {config.data_dir} does not exist or is not a folder.")
     result = finetune(config, out_dir=Path(a.out), reporter=ConsoleReporter(bars=not a.quiet), resume=a.resume)
@@ -192,6 +193,8 @@ def summary_line(m: dict[str, Any]) -> str:
         parts.append(f"kept: {kept.get('phase')} epoch {kept.get('epoch')}")
     if m.get("finetune_gain_test") is not None:
         parts.append(f"fine-tune gain over the head alone {m['finetune_gain_test'] * 100:+.1f} points (test)")
+    if m.get("backbone"):
+        parts.append(f"{m['backbone']} at {m['image_size']} px")
     return "done: " + ";  ".join(parts) + f"  ({m['seconds']:.1f}s)"
 
 

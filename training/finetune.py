@@ -31,6 +31,7 @@ import torch
 
 from training import checkpoint as ckpt
 from training.backbones import Backbone, get_backbone, init_head_from_classifier, match_original_classes
+from training.backbones.registry import AUTO_BACKBONE, AUTO_CANDIDATES, choose_auto_backbone
 from training.config import PATH_FIELDS, TrainConfig
 from training.data import check_classes, decode_images, epoch_order, num_batches, sample_seed, warn_skipped
 from training.engine import evaluate, train_one_epoch
@@ -78,12 +79,14 @@ class _Run:
         self.config = config.validate()
         if config.optimizer not in OPTIMIZERS:
             raise ConfigError(f"Unknown optimizer {config.optimizer!r}; valid optimizers are {', '.join(OPTIMIZERS)}.")
-        self.backbone: Backbone = get_backbone(config.backbone)
+        # "auto": chosen in _prepare, once the number of photos is known (training.plan.choose_backbone)
+        self.backbone: Backbone | None = None if config.backbone == AUTO_BACKBONE else get_backbone(config.backbone)
+        self.backbone_choice: dict[str, Any] | None = None
         self.device = resolve_device(config.device)
         self.out_dir = out_dir
         self.reporter = reporter
         self.resume = resume
-        self.pre = self.backbone.preprocessing(config.image_size)
+        self.pre: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self.best_epoch: dict[str, Any] | None = None
         self.best_loss = float("inf")
@@ -122,6 +125,7 @@ class _Run:
                 "bad_epochs": self.bad_epochs,
                 "plan": self.plan.to_dict() if self.plan else None,
                 "head_fit": self.head_fit,
+                "backbone_choice": self.backbone_choice,
                 "config": self._config_fingerprint(),
                 "classes": self.classes,
             },
@@ -148,6 +152,10 @@ class _Run:
         self.classes = self.splits.classes
         self.val_root = self.splits.val_root
         self.timings["split_s"] = time.perf_counter() - t0
+        if self.backbone is None:
+            self._choose_backbone()
+        assert self.backbone is not None
+        self.pre = self.backbone.preprocessing(c.image_size or (self.backbone_choice or {}).get("image_size"))
         torch.manual_seed(c.seed)
         self.model, parts = self.backbone.transfer_model(
             len(self.classes), pretrained=True, weights_path=c.backbone_weights, dropout=c.head_dropout
@@ -162,6 +170,17 @@ class _Run:
                     self.head_prior[new] = parts.classifier.weight[old].float()
         self.model.freeze_backbone()
         self.model.to(self.device, memory_format=torch.channels_last)
+
+    def _choose_backbone(self) -> None:
+        """``backbone="auto"``: chosen to fit the budget; a resumed run keeps its checkpoint's choice."""
+        c, s, last = self.config, self.splits, self.out_dir / ckpt.CHECKPOINT_DIR / "last.json"
+        saved = ckpt.read_json(last).get("backbone_choice") if self.resume and last.is_file() else None
+        known = c.init_head_from_pretrained and len(match_original_classes(get_backbone(AUTO_CANDIDATES[0]), s.classes, Path(c.data_dir))) == len(s.classes)
+        self.backbone_choice = saved or choose_auto_backbone(
+            image_size=c.image_size, device=self.device, budget_s=c.budget_seconds, classes_known=known,
+            spent_s=time.perf_counter() - self.started, n_photos=len(s.train) + len(s.val) + len(s.test),
+        )
+        self.backbone = get_backbone(self.backbone_choice["name"])
 
     def _decode(self) -> None:
         c, splits = self.config, self.splits

@@ -9,6 +9,10 @@ A run times its first batches (``measure_costs``), then ``make_plan`` chooses, w
    the fine-tune phase sees, at one frozen-prefix forward each);
 3. the fine-tune epochs that fit the rest of the budget.
 
+Before all of that, a run with ``backbone="auto"`` picks its network (``choose_backbone``): the
+strongest candidate whose one pass over every photo fits a share of the budget, each candidate
+timed on a batch here.
+
 Explicit settings win: a config with ``finetune_epochs``/``feature_views`` set follows them and
 the plan only estimates. ``estimates`` are seconds per stage; the run page turns them into an ETA.
 
@@ -18,6 +22,7 @@ Imports nothing outside training/ and the standard library.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,6 +43,60 @@ class Costs:
     tail_forward: float  # trainable stages + head, forward only
     full_step: float | None = None  # every stage, forward + backward, from images (None: not measured)
     head_fit: float = 0.0  # full-batch head fit, per cached feature row
+
+
+# ``backbone="auto"``: one pass of every photo through the chosen network may take this share of
+# what is left of the budget (the rest: decoding, more views, the head, fine-tuning, the test).
+BACKBONE_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class BackboneOption:
+    """A candidate network at its input size and its measured cost here."""
+
+    name: str
+    image_size: int
+    forward_s: float  # seconds per photo, the whole frozen network, evaluation mode
+
+
+def choose_backbone(
+    candidates: list[tuple[str, int]],
+    *,
+    time_forward: Callable[[str, int], float],
+    budget_s: float | None,
+    spent_s: float,
+    n_photos: int,
+    classes_known: bool = False,
+) -> tuple[BackboneOption, list[BackboneOption], str]:
+    """The strongest candidate (``candidates``: (name, size), weakest first) whose one pass over
+    ``n_photos`` fits ``BACKBONE_SHARE`` of what is left of the budget; without a budget the
+    strongest; the weakest when none fits. ``classes_known`` (the pretrained classifier knows every
+    class, so the plan is its head alone): the weakest, untimed, so that such a run stays short
+    (measured with bench/train_recipe.py, dogs-20: Lite2 112 s for 95.0% test top-1, Lite0 17 s for 95.8%).
+
+    ``time_forward(name, size)`` measures seconds per photo; candidates are timed strongest
+    first and only until one fits. Returns the choice, every option timed, and the reason.
+    """
+    if not candidates:
+        raise ValueError("choose_backbone needs at least one candidate.")
+    if classes_known:
+        name, size = candidates[0]
+        return BackboneOption(name, size, 0.0), [], "the pretrained classifier knows every class: the cheapest candidate"
+    if budget_s is None:
+        name, size = candidates[-1]
+        return BackboneOption(name, size, 0.0), [], "no time budget: the strongest candidate"
+    room = BACKBONE_SHARE * max(0.0, budget_s - spent_s)
+    timed: list[BackboneOption] = []
+    for name, size in reversed(candidates):
+        option = BackboneOption(name, size, time_forward(name, size))
+        timed.append(option)
+        need = n_photos * option.forward_s
+        if need <= room:
+            return option, timed, (f"{name} at {size} px: one pass over {n_photos} photos takes about {need:.0f} s, "
+                                   f"within {BACKBONE_SHARE:.0%} of the budget left")
+    weakest = timed[-1]
+    return weakest, timed, (f"{weakest.name} at {weakest.image_size} px, the cheapest candidate: no candidate's pass "
+                            f"over {n_photos} photos fits {BACKBONE_SHARE:.0%} of the budget left")
 
 
 @dataclass(frozen=True)

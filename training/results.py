@@ -139,6 +139,8 @@ def finish_run(run: _Run) -> FinetuneResult:
         "restored_best": kept["why"] != "last epoch of the plan",
         "head_val_acc": head_val,
         "finetune_gain_val": (validation["top1"] - head_val) if head_val is not None and ran_finetune else None,
+        "backbone": run.backbone.name,
+        "image_size": run.pre["image_size"],
         "epochs": len(run.history),
         "train_images": len(run.samples["train"]),
         "val_images": len(run.samples["val"]),
@@ -165,6 +167,7 @@ def finish_run(run: _Run) -> FinetuneResult:
         "config": c.to_dict(),
         "plan": run.plan.to_dict() if run.plan else None,
         "head_fit": run.head_fit,
+        "backbone_choice": run.backbone_choice,
         "metrics": metrics,
         "head_init": {
             "from_pretrained": c.init_head_from_pretrained,

@@ -291,3 +291,29 @@ def test_a_fine_tune_that_lowers_validation_accuracy_keeps_the_converged_head(ti
     assert tunes[-1]["val_acc"] < heads[-1]["val_acc"]
     assert result.metrics["kept"]["phase"] == "head" and "head is kept" in result.metrics["kept"]["why"]
     assert result.metrics["val_acc"] == pytest.approx(heads[-1]["val_acc"])
+
+
+def test_auto_backbone_records_its_choice_and_a_resumed_run_keeps_it(tiny_config, tmp_path, monkeypatch):
+    import training.finetune as ft
+
+    calls = []
+
+    def fake_choice(**kw):
+        calls.append(kw)
+        return {"name": "cifar10_resnet20", "image_size": 32, "reason": "fits", "timed_ms_per_photo": {"cifar10_resnet20@32": 1.0}}
+
+    monkeypatch.setattr(ft, "choose_auto_backbone", fake_choice)
+    config = tiny_config.replace(backbone="auto")
+    out = tmp_path / "run"
+
+    def after_head(events):
+        return any(e[0] == "epoch" for e in events)
+
+    with pytest.raises(Cancelled):
+        finetune(config, out_dir=out, reporter=Recorder(after_head))
+    assert calls[0]["n_photos"] == 36 and calls[0]["budget_s"] == config.budget_seconds
+    monkeypatch.setattr(ft, "choose_auto_backbone", lambda **kw: pytest.fail("a resumed run must keep its choice"))
+    result = finetune(config, out_dir=out, resume=True)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["backbone"] == "cifar10_resnet20" and meta["backbone_choice"]["reason"] == "fits"
+    assert result.metrics["backbone"] == "cifar10_resnet20" and result.metrics["image_size"] == 32

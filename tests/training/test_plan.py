@@ -1,6 +1,6 @@
 """The phase plan fits the views and epochs to the time budget."""
 
-from training.plan import MAX_VIEWS, Costs, make_plan
+from training.plan import MAX_VIEWS, Costs, choose_backbone, make_plan
 
 CPU = Costs(prefix_forward=0.015, tail_step=0.002, tail_forward=0.0007, full_step=None, head_fit=0.001)
 
@@ -51,3 +51,46 @@ def test_no_budget_uses_the_defaults():
 def test_classes_the_pretrained_network_knows_get_a_short_plan():
     plan = _plan(classes_known=True)
     assert plan.views == 1 and plan.finetune_epochs == 0 and plan.total_s < _plan().total_s
+
+
+# backbone="auto": the strongest candidate whose pass over every photo fits half the budget left
+CANDIDATES = [("efficientnet_lite0", 224), ("efficientnet_lite1", 240), ("efficientnet_lite2", 260)]
+FAKE_MS = {"efficientnet_lite0": 20.0, "efficientnet_lite1": 30.0, "efficientnet_lite2": 45.0}
+
+
+def _choose(budget_s, n_photos, timed=None):
+    def time_forward(name, size):
+        if timed is not None:
+            timed.append(name)
+        return FAKE_MS[name] / 1000
+
+    return choose_backbone(CANDIDATES, time_forward=time_forward, budget_s=budget_s, spent_s=10.0, n_photos=n_photos)
+
+
+def test_auto_picks_the_larger_backbone_when_the_budget_allows_and_times_only_that_one():
+    timed = []
+    option, options, reason = _choose(300.0, 800, timed)
+    assert option.name == "efficientnet_lite2" and option.image_size == 260 and timed == ["efficientnet_lite2"]
+    assert option.forward_s == 0.045 and "efficientnet_lite2" in reason
+
+
+def test_auto_steps_down_to_a_backbone_that_fits_and_to_lite0_when_none_does():
+    assert _choose(300.0, 5000)[0].name == "efficientnet_lite0"  # 5000 x 45/30 ms > 145 s; x 20 ms = 100 s
+    assert _choose(900.0, 5000)[0].name == "efficientnet_lite2"  # 225 s <= 445 s
+    assert _choose(300.0, 4000)[0].name == "efficientnet_lite1"  # 120 s <= 145 s < 180 s
+    option, options, reason = _choose(60.0, 30000)
+    assert option.name == "efficientnet_lite0" and len(options) == 3 and "cheapest" in reason
+
+
+def test_auto_without_a_budget_takes_the_strongest_untimed():
+    option, options, _ = _choose(None, 10**6)
+    assert option.name == "efficientnet_lite2" and options == []
+
+
+def test_auto_keeps_a_run_of_classes_the_pretrained_network_knows_short_with_the_cheapest_untimed():
+    timed = []
+    option, options, reason = choose_backbone(
+        CANDIDATES, time_forward=lambda name, size: timed.append(name) or 0.001, budget_s=900.0, spent_s=1.0,
+        n_photos=800, classes_known=True,
+    )
+    assert option.name == "efficientnet_lite0" and options == [] and timed == [] and "knows every class" in reason

@@ -32,7 +32,15 @@ from training.backbones.classes import (
 )
 from training.backbones.efficientnet_lite import load_lite_state_dict
 from training.backbones.original import OriginalModel, init_head_from_classifier, match_original_classes
-from training.backbones.registry import BACKBONES, DEFAULT_BACKBONE, get_backbone, list_backbones
+from training.backbones.registry import (
+    AUTO_BACKBONE,
+    AUTO_CANDIDATES,
+    BACKBONES,
+    DEFAULT_BACKBONE,
+    check_backbone,
+    get_backbone,
+    list_backbones,
+)
 from training.backbones.weights import (
     REPO_ROOT,
     hub_checkpoint_dir,
@@ -42,6 +50,8 @@ from training.backbones.weights import (
 )
 
 __all__ = [
+    "AUTO_BACKBONE",
+    "AUTO_CANDIDATES",
     "BACKBONES",
     "CIFAR10_CLASSES",
     "CIFAR100_CLASSES",
@@ -52,6 +62,7 @@ __all__ = [
     "BackboneInfo",
     "OriginalModel",
     "Split",
+    "check_backbone",
     "get_backbone",
     "hub_checkpoint_dir",
     "imagenet_class_names",

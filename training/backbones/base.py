@@ -141,6 +141,30 @@ class Backbone:
     def split(self, net: nn.Module) -> Split:
         return self._split(net)
 
+    def time_forward(self, image_size: int | None = None, *, device: torch.device | None = None, n: int = 8) -> float:
+        """Seconds per photo of the whole network (evaluation mode, a batch of ``n``) on ``device``:
+        the fastest of three timed passes after two warm-ups (measured: one warm-up and two passes
+        read Lite2 at 356 ms a photo in a fresh process, against 41 ms in a 4,800-photo pass). Random
+        weights: the cost is the same."""
+        import time
+
+        device = device or torch.device("cpu")
+        size = image_size or self.input_size
+        net = self._construct().eval().to(device, memory_format=torch.channels_last)
+        x = torch.randn(n, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+        best = float("inf")
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            for i in range(5):
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                net(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                if i >= 2:
+                    best = min(best, time.perf_counter() - t0)
+        return best / n
+
     def transfer_model(
         self,
         num_classes: int,

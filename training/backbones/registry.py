@@ -6,6 +6,10 @@ Imports the family modules; nothing imports it back from inside backbones/ but o
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+
 from training.backbones.base import Backbone, BackboneInfo
 from training.backbones.cifar import mnv2_entry, resnet20_entry
 from training.backbones.efficientnet_lite import lite_entry
@@ -16,6 +20,7 @@ from training.backbones.torchvision_models import (
     torchvision_entry,
 )
 from training.errors import ConfigError
+from training.plan import choose_backbone
 
 
 def _registry() -> dict[str, Backbone]:
@@ -41,6 +46,11 @@ def _registry() -> dict[str, Backbone]:
 
 BACKBONES: dict[str, Backbone] = _registry()
 DEFAULT_BACKBONE = "efficientnet_lite0"
+# ``backbone="auto"`` (the CLI's default): the run times these, strongest last, and takes the
+# strongest that fits its budget (training.plan.choose_backbone). Measured (bench/RESULTS.md):
+# logistic regression on Lite2's frozen features beats Lite0's by 6.6 points on dogs-120 (82.4% vs 75.8%).
+AUTO_BACKBONE = "auto"
+AUTO_CANDIDATES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
 def get_backbone(name: str) -> Backbone:
@@ -50,5 +60,31 @@ def get_backbone(name: str) -> Backbone:
         raise ConfigError(f"Unknown backbone {name!r}; valid backbones are {', '.join(BACKBONES)}.") from None
 
 
+def check_backbone(name: str) -> None:
+    """ConfigError unless ``name`` is a registered backbone or ``auto`` (chosen to fit the budget)."""
+    if name != AUTO_BACKBONE and name not in BACKBONES:
+        raise ConfigError(
+            f"Unknown backbone {name!r}; valid backbones are {AUTO_BACKBONE} (chosen to fit the budget), {', '.join(BACKBONES)}."
+        )
+
+
 def list_backbones() -> list[BackboneInfo]:
     return [b.info() for b in BACKBONES.values()]
+
+
+def choose_auto_backbone(
+    *, image_size: int | None, device: torch.device, budget_s: float | None, spent_s: float, n_photos: int,
+    classes_known: bool = False,
+) -> dict[str, Any]:
+    """``backbone="auto"``: the strongest of ``AUTO_CANDIDATES`` with weights here whose pass over
+    ``n_photos`` fits the budget (``training.plan.choose_backbone``), each timed on ``device``.
+    Returns the record a run keeps: name, image_size, reason, the timings (ms per photo)."""
+    candidates = [(n, image_size or BACKBONES[n].input_size) for n in AUTO_CANDIDATES if BACKBONES[n].info().weights_available]
+    if not candidates:
+        raise ConfigError(f"backbone auto needs the weights of one of {', '.join(AUTO_CANDIDATES)}; none is installed here.")
+    option, timed, reason = choose_backbone(
+        candidates, time_forward=lambda name, size: BACKBONES[name].time_forward(size, device=device),
+        budget_s=budget_s, spent_s=spent_s, n_photos=n_photos, classes_known=classes_known,
+    )
+    return {"name": option.name, "image_size": option.image_size, "reason": reason,
+            "timed_ms_per_photo": {f"{o.name}@{o.image_size}": round(o.forward_s * 1000, 2) for o in timed}}
