@@ -57,13 +57,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def finetune(
-    config: TrainConfig,
-    *,
-    out_dir: Path,
-    reporter: Reporter | None = None,
-    resume: bool = False,
-) -> FinetuneResult:
+def finetune(config: TrainConfig, *, out_dir: Path, reporter: Reporter | None = None, resume: bool = False) -> FinetuneResult:
     """Fine-tune ``config.backbone`` on ``config.data_dir`` and write the run to ``out_dir``.
 
     Raises ConfigError/DataError/WeightsUnavailable for bad input, NonFiniteLoss when the loss
@@ -269,9 +263,10 @@ class _Run:
             self.step_counter = progress["step"]
             self.head_fit = progress.get("head_fit") or {}
             if progress.get("plan"):
-                p = dict(progress["plan"])
-                p.pop("total_s", None)
-                self.plan = Plan(**p)
+                self.plan = Plan(**{k: v for k, v in progress["plan"].items() if k != "total_s"})
+            if self.history:  # saved before it was reported: a worker lost between the two never reported it
+                last = dict(self.history[-1])
+                self.reporter.on_epoch_end(phase=last.pop("phase"), epoch=last.pop("epoch"), metrics=last)
         else:
             ckpt.remove_training_checkpoint(self.out_dir)
             ckpt.remove_run_files(self.out_dir)  # a half-new folder must not look like a finished run

@@ -135,10 +135,35 @@ def test_cancel_saves_a_checkpoint_and_resume_finishes_like_an_uninterrupted_run
 
     rec = Recorder()
     result = finetune(tiny_config, out_dir=out, reporter=rec, resume=True)
-    assert [(e[1]["phase"], e[1]["epoch"]) for e in rec.events if e[0] == "epoch"] == [("finetune", 2)]
+    # The checkpoint's last epoch is reported again first (a lost worker may never have reported it).
+    assert [(e[1]["phase"], e[1]["epoch"]) for e in rec.events if e[0] == "epoch"] == [("finetune", 1), ("finetune", 2)]
     assert len(result.history) == 4
     assert _equal(_weights(out), _weights(tmp_path / "full"))
     assert not (out / "checkpoint").exists()
+
+
+def test_an_epoch_checkpointed_but_never_reported_is_reported_by_the_resumed_run(tiny_config, tmp_path):
+    """The worker dies after an epoch's checkpoint and before its report: the resumed run reports it."""
+
+    class Lost(Exception):
+        pass
+
+    class DiesBeforeReporting(Recorder):
+        def on_epoch_end(self, **kw):
+            if kw["phase"] == "finetune":
+                raise Lost  # the machine is gone between the checkpoint and the report
+            super().on_epoch_end(**kw)
+
+    out = tmp_path / "lost"
+    first = DiesBeforeReporting()
+    with pytest.raises(Lost):
+        finetune(tiny_config, out_dir=out, reporter=first)
+    assert [e[1]["phase"] for e in first.events if e[0] == "epoch"] == ["head"] * tiny_config.head_epochs
+    progress = json.loads((out / "checkpoint" / "last.json").read_text())
+    assert (progress["phase_index"], progress["epoch"]) == (1, 1)  # finetune epoch 1 saved, not reported
+    rec = Recorder()
+    finetune(tiny_config, out_dir=out, reporter=rec, resume=True)
+    assert [(e[1]["phase"], e[1]["epoch"]) for e in rec.events if e[0] == "epoch"] == [("finetune", 1), ("finetune", 2)]
 
 
 def test_another_host_resumes_from_a_copy_of_the_run_folder_with_its_own_paths(tiny_config, tmp_path):
@@ -157,7 +182,8 @@ def test_another_host_resumes_from_a_copy_of_the_run_folder_with_its_own_paths(t
     elsewhere = dataclasses.replace(tiny_config, data_dir=str(tmp_path / "data-on-host2"))
     rec = Recorder()
     finetune(elsewhere, out_dir=tmp_path / "host2", reporter=rec, resume=True)
-    assert [(e[1]["phase"], e[1]["epoch"]) for e in rec.events if e[0] == "epoch"] == [("finetune", 2)]
+    # The checkpoint's last epoch is reported again first (a lost worker may never have reported it).
+    assert [(e[1]["phase"], e[1]["epoch"]) for e in rec.events if e[0] == "epoch"] == [("finetune", 1), ("finetune", 2)]
     assert _equal(_weights(tmp_path / "host2"), _weights(tmp_path / "full"))
 
     # What the run trains on still has to match: another learning rate is refused.
