@@ -3,16 +3,13 @@ the in-flight count released once the answer has been sent."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import redis
 from django.core.cache import cache
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.http import HttpResponse
-from PIL import Image
 
 from classifier.serving import ratelimit, services
+from tests.classifier.serving.test_load_limits import png  # a small white PNG upload
 
 pytestmark = pytest.mark.django_db
 
@@ -101,12 +98,6 @@ def test_a_released_count_that_expired_meanwhile_does_not_go_negative(redis_cach
         pass
     assert cache.get("inflight:predict:ip:10.0.0.7") is None
     assert ratelimit.admit(Req()).allowed and cache.get("inflight:predict:ip:10.0.0.7") == 1
-
-
-def png() -> SimpleUploadedFile:
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 32), "white").save(buffer, format="PNG")
-    return SimpleUploadedFile("a.png", buffer.getvalue(), content_type="image/png")
 
 
 def test_the_api_releases_each_request_whatever_its_answer(client, redis_cache, settings, monkeypatch):
