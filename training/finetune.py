@@ -149,7 +149,7 @@ class _Run:
         if self.backbone is None:
             self._choose_backbone()
         assert self.backbone is not None
-        self.pre = self.backbone.preprocessing(c.image_size or (self.backbone_choice or {}).get("image_size"))
+        self.pre = self.backbone.preprocessing(c.image_size)
         torch.manual_seed(c.seed)
         self.model, parts = self.backbone.transfer_model(
             len(self.classes), pretrained=True, weights_path=c.backbone_weights, dropout=c.head_dropout

@@ -65,15 +65,23 @@ def hit(request: HttpRequest, scope: str = "predict", *, cost: int = 1, rate: st
         return Limit(True, 0, 0, 0)
     limit, period = parsed
     now = time.time()
-    window = int(now // period)
-    key = f"ratelimit:{scope}:{client_id(request)}:{window}"
+    key = _rate_key(scope, client_id(request), period, now)
     cache.add(key, 0, timeout=period + 1)
     try:
         count = cache.incr(key, cost)
     except ValueError:  # expired between add and incr
         cache.add(key, cost, timeout=period + 1)
         count = cost
-    retry_after = max(1, int((window + 1) * period - now + 0.999))
+    return _limit(count, limit, period, now)
+
+
+def _rate_key(scope: str, client: str, period: int, now: float) -> str:
+    return f"ratelimit:{scope}:{client}:{int(now // period)}"
+
+
+def _limit(count: int, limit: int, period: int, now: float) -> Limit:
+    """The decision once ``count`` requests fall in the current window of ``period`` seconds."""
+    retry_after = max(1, int((int(now // period) + 1) * period - now + 0.999))
     return Limit(count <= limit, limit, max(0, limit - count), retry_after)
 
 
@@ -165,6 +173,14 @@ def _redis_scripts():
     return script
 
 
+def when_sent(response: HttpResponseBase, fn) -> HttpResponseBase:
+    """Run ``fn`` once ``response`` has been sent: Django's response.close(), which the WSGI server
+    calls after writing it (and the test client after each request), runs its resource closers in
+    the order they were added, before ``request_finished``; an exception there is swallowed."""
+    response._resource_closers.append(fn)
+    return response
+
+
 class Admission:
     """One prediction request's admission: ``rate`` (Limit) and whether the client's requests in
     flight allow it (``allowed``). Use as a context manager; the in-flight count is released on
@@ -183,7 +199,7 @@ class Admission:
     def release_when_sent(self, response: HttpResponseBase) -> HttpResponseBase:
         if self._release is not None and not self._deferred:
             self._deferred = True
-            response._resource_closers.append(self._release)  # called by response.close()
+            when_sent(response, self._release)
         return response
 
     def __enter__(self) -> Admission:
@@ -211,18 +227,13 @@ def admit(request: HttpRequest, scope: str = "predict", *, cost: int = 1, read: 
     parsed = parse_rate(settings.BREEDLAB_RATE_LIMIT)
     now = time.time()
     limit, period = parsed if parsed is not None else (0, 0)
-    window = int(now // period) if period else 0
-    rate_key = cache.make_key(f"ratelimit:{scope}:{client}:{window}")
+    rate_key = cache.make_key(_rate_key(scope, client, period, now) if period else f"ratelimit:{scope}:{client}:off")
     flight_key = cache.make_key(f"inflight:{scope}:{client}")
     admit_script, release_script = scripts
     read_key = cache.make_key(read) if read else cache.make_key(f"unused:{scope}")
     count, in_flight, value = admit_script(keys=[rate_key, flight_key, read_key],
                               args=[cost, limit, period + 1 if period else 0, in_flight_limit, IN_FLIGHT_TTL])
-    if parsed is None:
-        rate = Limit(True, 0, 0, 0)
-    else:
-        retry_after = max(1, int((window + 1) * period - now + 0.999))
-        rate = Limit(count <= limit, limit, max(0, limit - count), retry_after)
+    rate = Limit(True, 0, 0, 0) if parsed is None else _limit(count, limit, period, now)
     value = value if read and value else None
     if in_flight < 0 or in_flight > in_flight_limit:
         return Admission(rate, in_flight_limit, in_flight < 0, read=value)

@@ -33,7 +33,7 @@ from django.utils.translation import gettext as _
 
 from classifier.models import Feedback, Prediction
 from classifier.serving import cache as inference
-from classifier.serving import imaging
+from classifier.serving import imaging, ratelimit
 from classifier.serving.calibration import (
     DOG,
     NOT_DOG,
@@ -266,8 +266,7 @@ def record_when_sent(response, answers: list[Answer]):
             log.exception("the prediction of %s was answered but could not be recorded",
                           ", ".join(a.prediction.image_sha256[:12] for a in answers))
 
-    response._resource_closers.append(record)  # run by response.close(), before request_finished
-    return response
+    return ratelimit.when_sent(response, record)
 
 
 def feedback_create(*, prediction: Prediction, correct_label: str, user=None) -> Feedback:
