@@ -43,7 +43,7 @@ for name, cfg in {
     "full_unfreeze_images": dict(unfreeze_blocks=-1, augmentation="standard", head_epochs=1, finetune_epochs=3),
     "head_plain_no_cache": dict(cache_features=False, finetune_epochs=0, head_epochs=3, augmentation="light"),
 }.items():
-    c = TrainConfig(data_dir=str(data), backbone_weights=w, device="cuda", num_workers=8, **cfg)
+    c = TrainConfig(data_dir=str(data), backbone="efficientnet_lite0", backbone_weights=w, device="cuda", num_workers=8, **cfg)
     torch.cuda.synchronize()
     t = time.perf_counter()
     r = finetune(c, out_dir=root / name)

@@ -23,7 +23,7 @@ def main() -> None:
 
     data = subset(args.datasets, DOGS_20)
     base = TrainConfig(
-        data_dir=str(data), head_solver="epochs", budget_minutes=0, head_epochs=args.epochs, finetune_epochs=0,
+        data_dir=str(data), backbone="efficientnet_lite0", head_solver="epochs", budget_minutes=0, head_epochs=args.epochs, finetune_epochs=0,
         augmentation="none", device=args.device,
         early_stopping_patience=0,  # all epochs in both runs
     )

@@ -112,8 +112,8 @@ def seed_run(stack: Stack, photos_root: Path, *, runs: int = 2, per_class: int =
     stack.manage("import_dataset", SEED_DATASET, str(folder))
     for i in range(runs):
         stack.manage(
-            "finetune", "--dataset", SEED_DATASET, "--head-solver", "epochs", "--head-epochs", "3",
-            "--finetune-epochs", "1" if i == 0 else "0", "--unfreeze-blocks", "1", "--wait", "--poll", "2",
+            "finetune", "--dataset", SEED_DATASET, "--backbone", "efficientnet_lite0", "--head-solver", "epochs",
+            "--head-epochs", "3", "--finetune-epochs", "1" if i == 0 else "0", "--unfreeze-blocks", "1", "--wait", "--poll", "2",
         )
 
 

@@ -64,7 +64,7 @@ def main() -> None:
     started = time.perf_counter()
     torch.manual_seed(args.seed)
     data = Path(args.datasets) / "flowers-12"
-    config = TrainConfig(data_dir=str(data), seed=args.seed, init_head_from_pretrained=False)
+    config = TrainConfig(data_dir=str(data), backbone="efficientnet_lite0", seed=args.seed, init_head_from_pretrained=False)
     splits = load_splits(config)
     backbone = get_backbone(config.backbone)
     pre = backbone.preprocessing()

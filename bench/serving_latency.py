@@ -84,7 +84,7 @@ def quick_model() -> Path:
         for photo in sorted((SHARED / "datasets/stanford-dogs-120" / breed).iterdir())[:20]:
             if not (data / breed / photo.name).exists():
                 os.symlink(photo, data / breed / photo.name)
-    finetune(TrainConfig(data_dir=str(data), head_epochs=2, finetune_epochs=0, augmentation="none", device="cpu"), out_dir=out)
+    finetune(TrainConfig(data_dir=str(data), backbone="efficientnet_lite0", head_epochs=2, finetune_epochs=0, augmentation="none", device="cpu"), out_dir=out)
     return out
 
 

@@ -3,6 +3,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from classifier.models import Dataset, EpochMetric, Feedback, ModelVersion, Prediction, TrainingRun
+from classifier.runs.display import run_backbone_text
 
 admin.site.site_header = _("Breedlab")
 admin.site.site_title = _("Breedlab")
@@ -64,7 +65,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("backbone"))
     def backbone(self, obj: TrainingRun) -> str:
-        return obj.backbone
+        return run_backbone_text(obj)  # an auto run's choice once its results name it
 
     @admin.display(description=_("optimizer"))
     def optimizer(self, obj: TrainingRun) -> str:

@@ -127,7 +127,14 @@ class TrainingRun(models.Model):
 
     @property
     def backbone(self) -> str:
-        return str(self.config.get("backbone", ""))
+        """The network the run uses: the one its results name (what an ``auto`` run chose), else its config's."""
+        metrics = (self.result or {}).get("metrics") or {}
+        return str(metrics.get("backbone") or self.config.get("backbone", ""))
+
+    @property
+    def backbone_auto(self) -> bool:
+        """The configuration left the network to the run (``backbone`` "auto", training.backbones.AUTO_BACKBONE)."""
+        return self.config.get("backbone") == "auto"
 
     @property
     def optimizer(self) -> str:

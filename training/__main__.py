@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--test-split", type=float, default=d.test_fraction, help="fraction held out for the test report")
     f.add_argument("--budget-minutes", type=float, default=d.budget_minutes,
                    help="time budget of the whole run; views and epochs are planned to fit it (0 = no budget)")
-    f.add_argument("--backbone", default="auto",
+    f.add_argument("--backbone", default=d.backbone,
                    help="a name from `backbones`, or auto (default): the strongest EfficientNet-Lite that fits the budget")
     f.add_argument("--backbone-weights", help="checkpoint file to load instead of the default weights source")
     f.add_argument("--image-size", type=int, default=None)

@@ -1,6 +1,8 @@
 """Run configuration: one frozen dataclass, JSON-safe, validated with one clear sentence.
 
-The defaults are the recipe measured in ``bench/RESULTS.md`` (EfficientNet-Lite0): a 5-minute
+The defaults are the recipe measured in ``bench/RESULTS.md``: the network chosen to fit the budget
+(``backbone="auto"``: the strongest EfficientNet-Lite whose pass over the photos fits, Lite0 when
+the pretrained network knows every class; the CLI, the run form and the API share it); a 5-minute
 budget; the head solved to convergence on cached features (L-BFGS, regularisation chosen on the
 validation split, started from the pretrained ImageNet rows where class names match); then the
 last two stages unfrozen and fine-tuned on cached, augmented outputs of the frozen part, with a
@@ -38,7 +40,9 @@ class TrainConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     split_file: str | None = None
-    backbone: str = "efficientnet_lite0"
+    # A registry name, or "auto" (training.backbones.AUTO_BACKBONE): chosen once the photos are
+    # counted, recorded in meta.json's backbone and backbone_choice.
+    backbone: str = "auto"
     backbone_weights: str | None = None
     image_size: int | None = None
     # Time budget in minutes for the whole run (decoding, feature pass, both phases, test);

@@ -23,7 +23,7 @@ from classifier.datasets import selectors as datasets_selectors
 from classifier.models import Dataset, EpochMetric, TrainingRun
 from classifier.runs import selectors
 from classifier.runs import services as run_services
-from classifier.runs.config import RUN_FIELDS, RunConfigError
+from classifier.runs.config import AUTO_BACKBONE, RUN_FIELDS, RunConfigError
 from classifier.versions import selectors as versions_selectors
 from classifier.web.access import hide_from_anonymous
 from classifier.web.errors import error_response, get_or_404
@@ -55,7 +55,12 @@ class RunDatasetSerializer(serializers.ModelSerializer):
 
 class RunSummarySerializer(serializers.ModelSerializer):
     dataset = RunDatasetSerializer(read_only=True)
-    backbone = serializers.CharField(read_only=True)
+    backbone = serializers.CharField(
+        read_only=True,
+        help_text='The network the run uses: an "auto" run\'s choice once its results name it (e.g. efficientnet_lite2), '
+        '"auto" before.',
+    )
+    backbone_auto = serializers.BooleanField(read_only=True, help_text='The configuration said "auto": the run chooses the network.')
     optimizer = serializers.CharField(read_only=True)
     created_by = serializers.CharField(source="created_by.get_username", default=None, read_only=True)
     url = serializers.CharField(source="get_absolute_url", read_only=True)
@@ -63,7 +68,7 @@ class RunSummarySerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingRun
         fields = [
-            "id", "url", "status", "dataset", "backbone", "optimizer", "progress", "best_val_acc", "created_by",
+            "id", "url", "status", "dataset", "backbone", "backbone_auto", "optimizer", "progress", "best_val_acc", "created_by",
             "created_at", "started_at", "finished_at",
         ]
 
@@ -119,7 +124,9 @@ class RunCreateSerializer(serializers.Serializer):
     config = serializers.DictField(
         required=False,
         default=dict,
-        help_text=f"Any of: {', '.join(RUN_FIELDS)}. Missing keys get the benchmarked recipe's defaults.",
+        help_text=f"Any of: {', '.join(RUN_FIELDS)}. Missing keys get the benchmarked recipe's defaults; backbone: "
+        f"a name from python -m training backbones, or {AUTO_BACKBONE} (the default): the strongest EfficientNet-Lite "
+        "that fits the time budget, chosen by the run.",
     )
     promote_when_done = serializers.BooleanField(required=False, default=False)
 
@@ -134,7 +141,11 @@ class RunListView(APIView):
         summary="Training runs, newest first",
         parameters=[
             OpenApiParameter("status", str, enum=TrainingRun.Status.values),
-            OpenApiParameter("backbone", str),
+            OpenApiParameter(
+                "backbone", str,
+                description="Runs configured with this network or that used it (an auto run once it has chosen); auto: "
+                "every run configured to choose automatically.",
+            ),
             OpenApiParameter("dataset", int),
             OpenApiParameter("limit", int),
             OpenApiParameter("offset", int),

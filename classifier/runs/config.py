@@ -4,6 +4,8 @@ A TrainingRun stores the complete ``training.config.TrainConfig`` minus the mach
 paths (data_dir, val_dir, split_file, backbone_weights): the worker fills those in from the
 dataset row and the run's folder. Defaults are TrainConfig's (the benchmarked recipe); an
 optimizer chosen without learning rates gets the recipe's rates scaled for that optimizer.
+``backbone`` is a registry name or ``auto`` (the default): the worker's run picks the network and
+its results name it (``result["metrics"]["backbone"]``); the stored config keeps ``auto``.
 
 Imports training.backbones, training.config, training.errors, training.optim (besides Django and
 libraries); never another domain's views or api.
@@ -20,7 +22,14 @@ from typing import Any
 
 from django.conf import settings
 
-from training.backbones import BackboneInfo, get_backbone, list_backbones
+from training.backbones import (
+    AUTO_BACKBONE,
+    AUTO_CANDIDATES,
+    BackboneInfo,
+    check_backbone,
+    get_backbone,
+    list_backbones,
+)
 from training.config import TrainConfig, recipe_lrs
 from training.errors import ConfigError
 from training.optim import OPTIMIZERS
@@ -103,7 +112,7 @@ def build_config(data: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(config["backbone"], str):
         raise RunConfigError("backbone must be a name.", "backbone")
     try:
-        get_backbone(config["backbone"])
+        check_backbone(config["backbone"])
         TrainConfig.from_dict({**config, "data_dir": _PLACEHOLDER_DIR}).validate()
     except ConfigError as exc:
         raise RunConfigError(str(exc), _field_of(str(exc))) from None
@@ -125,11 +134,12 @@ def time_limit_seconds(config: Mapping[str, Any], *, image_count: int) -> int:
 
     Ten minutes for start-up (weights, decoding, feature caches) plus, per image and epoch, a
     budget that assumes a slow CPU: 0.05 s in the cached head phase and 1 s in the fine-tune
-    phase at 224 px (scaled with the pixel count).
+    phase at 224 px (scaled with the pixel count). ``auto`` counts its largest candidate's size.
     """
-    backbone = config.get("backbone") or TrainConfig.backbone
+    backbone = str(config.get("backbone") or TrainConfig.backbone)
+    names = AUTO_CANDIDATES if backbone == AUTO_BACKBONE else (backbone,)
     try:
-        size = config.get("image_size") or get_backbone(str(backbone)).input_size
+        size = config.get("image_size") or max(get_backbone(name).input_size for name in names)
     except ConfigError:
         size = 224
     pixels = (float(size) / 224.0) ** 2
@@ -154,3 +164,8 @@ def backbone_choices() -> list[BackboneInfo]:
     if _BACKBONES is None or now - _BACKBONES[0] > _BACKBONES_TTL:
         _BACKBONES = (now, list_backbones())
     return _BACKBONES[1]
+
+
+def auto_weights_available() -> bool:
+    """``auto`` can run here: at least one of its candidates has its pretrained weights."""
+    return any(info.weights_available for info in backbone_choices() if info.name in AUTO_CANDIDATES)

@@ -90,6 +90,7 @@ SETTINGS: dict[str, Setting] = {
 
 # Networks and optimizers by their names (training/ and the configuration keep the keys).
 BACKBONE_NAMES = {
+    runconfig.AUTO_BACKBONE: gettext_lazy("Automatic"),
     "efficientnet_lite0": "EfficientNet-Lite0", "efficientnet_lite1": "EfficientNet-Lite1",
     "efficientnet_lite2": "EfficientNet-Lite2", "cifar100_mobilenetv2_x0_5": "MobileNetV2 x0.5 (CIFAR-100)",
     "cifar10_resnet20": "ResNet-20 (CIFAR-10)", "resnet18": "ResNet-18", "mobilenet_v3_large": "MobileNetV3-Large",
@@ -104,6 +105,19 @@ OPTIMIZER_NAMES = {
 def backbone_name(key: str) -> str:
     """ "cifar10_resnet20" -> "ResNet-20 (CIFAR-10)"; an unknown key as it is."""
     return str(BACKBONE_NAMES.get(key, key))
+
+
+def backbone_text(configured: str, used: str | None = None) -> str:
+    """A run's network: "EfficientNet-Lite2 (chosen automatically)" once an ``auto`` run's results
+    name the network it used, "Automatic" before; a named network by its name."""
+    if configured == runconfig.AUTO_BACKBONE and used and used != configured:
+        return gettext("%(name)s (chosen automatically)") % {"name": backbone_name(used)}
+    return backbone_name(used or configured)
+
+
+def run_backbone_text(run: Any) -> str:
+    """``backbone_text`` of a TrainingRun: its configured network and the one it used (``run.backbone``)."""
+    return backbone_text(str(run.config.get("backbone", "")), run.backbone)
 
 
 def optimizer_name(key: str) -> str:
@@ -158,11 +172,13 @@ def unit_text(key: str, value: Any) -> str:
     return unit(plural_count(value)) if callable(unit) else str(unit)
 
 
-def config_groups(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def config_groups(configs: list[dict[str, Any]], *, backbones: list[str] | None = None) -> list[dict[str, Any]]:
     """Groups of rows for one or more configurations (one value column each).
 
     Each row: key, label, help, values (display strings), cells (each value with its unit, in the
     form its number takes), differs (the runs disagree) and default (every run has the default value: the page folds such rows behind "more").
+    ``backbones``: per configuration, the network its run used (``TrainingRun.backbone``), so that
+    an ``auto`` row names the chosen one.
     """
     defaults = runconfig.default_config()
     keys: list[str] = []
@@ -173,15 +189,18 @@ def config_groups(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key in sorted(keys, key=lambda k: order.index(k) if k in SETTINGS else len(order)):
         setting = SETTINGS.get(key, Setting("machine", key))
         raw = [config.get(key) for config in configs]
+        texts = [value_text(key, v) for v in raw]
+        if key == "backbone" and backbones:
+            texts = [backbone_text(str(v), used) if isinstance(v, str) else text for v, used, text in zip(raw, backbones, texts)]
         grouped[setting.group].append(
             {
                 "key": key,
                 "label": str(setting.label),
                 "help": str(setting.help),
-                "values": [value_text(key, v) for v in raw],
-                "cells": [{"text": value_text(key, v), "unit": unit_text(key, v)} for v in raw],
-                "differs": len({repr(v) for v in raw}) > 1,
-                "default": key in defaults and all(v == defaults[key] for v in raw),
+                "values": texts,
+                "cells": [{"text": text, "unit": unit_text(key, v)} for v, text in zip(raw, texts)],
+                "differs": len({repr(v) for v in raw}) > 1 or len(set(texts)) > 1,
+                "default": key in defaults and all(v == defaults[key] for v in raw) and len(set(texts)) == 1,
             }
         )
     return [

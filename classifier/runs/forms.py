@@ -28,8 +28,9 @@ OPTIMIZER_TITLES = {
     "adam": _("Adam: momentum and per-weight steps"),
     "adamw": _("AdamW: Adam with weight decay kept apart from the gradient"),
 }
-# Backbone titles in people's words (training/ keeps its own English titles).
+# Backbone titles in people's words (training/ keeps its own English titles); "auto" comes first.
 BACKBONE_TITLES = {
+    runconfig.AUTO_BACKBONE: _("Automatic: the strongest EfficientNet-Lite that fits the time budget"),
     "efficientnet_lite0": _("EfficientNet-Lite0 (ImageNet, 224 px, fast)"),
     "efficientnet_lite1": _("EfficientNet-Lite1 (ImageNet, 240 px)"),
     "efficientnet_lite2": _("EfficientNet-Lite2 (ImageNet, 260 px, most accurate)"),
@@ -66,14 +67,16 @@ ADVANCED_FIELDS = ("schedule", "weight_decay", "backbone_lr_mult", "label_smooth
 
 
 def backbone_field_choices() -> list[tuple[str, str]]:
+    """``auto`` first (the default), then every registered network; those without weights say so."""
+    auto = (runconfig.AUTO_BACKBONE, BACKBONE_TITLES[runconfig.AUTO_BACKBONE], runconfig.auto_weights_available())
+    networks = [(i.name, BACKBONE_TITLES.get(i.name, i.title), i.weights_available) for i in runconfig.backbone_choices()]
     choices = []
-    for info in runconfig.backbone_choices():
-        title = BACKBONE_TITLES.get(info.name, info.title)
-        if info.weights_available:
-            choices.append((info.name, str(title)))
+    for name, title, ready in [auto, *networks]:
+        if ready:
+            choices.append((name, str(title)))
         else:
             missing = _("not installed on this server")  # outside the f-string, where makemessages finds it
-            choices.append((info.name, f"{title} · {missing}"))
+            choices.append((name, f"{title} · {missing}"))
     return choices
 
 
@@ -122,8 +125,12 @@ class RunForm(forms.Form):
     dataset = DatasetChoiceField(
         label=_("Dataset"), queryset=Dataset.objects.filter(status=Dataset.Status.READY).order_by("name", "-version")
     )
-    backbone = forms.ChoiceField(label=_("Pretrained network"), help_text=_("The network the model starts from."),
-                                 widget=BackboneSelect)
+    backbone = forms.ChoiceField(
+        label=_("Pretrained network"), widget=BackboneSelect,
+        help_text=_("The network the model starts from. Automatic: the run times EfficientNet-Lite2, Lite1 and Lite0 and "
+                    "takes the strongest whose pass over the photos fits half the time budget; Lite0 when the pretrained "
+                    "network already knows every class."),
+    )
     optimizer = forms.ChoiceField(
         label=_("Optimizer"),
         choices=[
@@ -191,8 +198,9 @@ class RunForm(forms.Form):
         defaults = runconfig.default_config()
         for name in CONFIG_FIELDS:
             self.fields[name].initial = defaults[name]
-        self.weights = {info.name: info for info in runconfig.backbone_choices()}
-        self.fields["backbone"].widget.missing = {n for n, info in self.weights.items() if not info.weights_available}
+        self.weights = {info.name: info.weights_available for info in runconfig.backbone_choices()}
+        self.weights[runconfig.AUTO_BACKBONE] = runconfig.auto_weights_available()
+        self.fields["backbone"].widget.missing = {name for name, ready in self.weights.items() if not ready}
         self.missing_weights_note = MISSING_WEIGHTS_SENTENCE if self.fields["backbone"].widget.missing else None
 
     @staticmethod
@@ -223,8 +231,7 @@ class RunForm(forms.Form):
 
     def clean_backbone(self) -> str:
         name = self.cleaned_data["backbone"]
-        info = self.weights.get(name)
-        if info is not None and not info.weights_available:
+        if not self.weights.get(name, True):
             raise forms.ValidationError(MISSING_WEIGHTS_SENTENCE)
         return name
 

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from classifier.models import TrainingRun
 from classifier.storage import remote
@@ -17,20 +17,23 @@ from training.objectstore import StorageError
 
 
 def run_list(*, status: str | None = None, backbone: str | None = None, dataset_id: int | None = None) -> QuerySet[TrainingRun]:
+    """Runs, newest first. ``backbone``: the runs configured with it or that used it (an ``auto``
+    run once its results name its choice); ``backbone="auto"``: every run that left the choice to the run."""
     runs = TrainingRun.objects.filter(deleted_at__isnull=True).select_related("dataset", "created_by")
     if status:
         runs = runs.filter(status=status)
     if backbone:
-        runs = runs.filter(config__backbone=backbone)
+        runs = runs.filter(Q(config__backbone=backbone) | Q(result__metrics__backbone=backbone))
     if dataset_id:
         runs = runs.filter(dataset_id=dataset_id)
     return runs
 
 
 def run_backbones() -> list[str]:
-    """Backbones that at least one run used (for the run list's filter)."""
-    names = TrainingRun.objects.values_list("config__backbone", flat=True).distinct()
-    return sorted({str(name) for name in names if name})
+    """Backbones that at least one run was configured with (``auto`` among them) or used (for the run list's filter)."""
+    configured = TrainingRun.objects.values_list("config__backbone", flat=True).distinct()
+    used = TrainingRun.objects.values_list("result__metrics__backbone", flat=True).distinct()
+    return sorted({str(name) for name in [*configured, *used] if name})
 
 
 def runs_by_ids(ids: list[int]) -> list[TrainingRun]:

@@ -32,7 +32,7 @@ def finetuned_run(stanford_dogs_dir, tmp_path_factory) -> Path:
             os.symlink(photo, data / breed / photo.name)
     out = tmp_path_factory.mktemp("run-dogs4")
     config = TrainConfig(
-        data_dir=str(data), head_epochs=2, finetune_epochs=0, augmentation="none", device="cpu", num_workers=0, seed=0
+        data_dir=str(data), backbone="efficientnet_lite0", head_epochs=2, finetune_epochs=0, augmentation="none", device="cpu", num_workers=0, seed=0
     )
     finetune(config, out_dir=out)
     return out

@@ -15,6 +15,13 @@ def test_staff_can_open_every_changelist(staff_client, make_run, model):
     assert response.status_code == 200
 
 
+def test_the_run_list_names_the_network_an_automatic_run_chose(staff_client, make_run):
+    make_run(config={"backbone": "auto"}, status="succeeded", result={"metrics": {"backbone": "efficientnet_lite1"}})
+    make_run(config={"backbone": "auto"})
+    html = staff_client.get("/admin/classifier/trainingrun/").content.decode()
+    assert "EfficientNet-Lite1 (chosen automatically)" in html and ">Automatic<" in html
+
+
 def test_anonymous_visitors_are_sent_to_the_login_page(client):
     response = client.get("/admin/classifier/trainingrun/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]

@@ -17,8 +17,10 @@ def test_from_dict_rejects_unknown_keys_naming_them():
         TrainConfig.from_dict({"data_dir": "/data", "learning_rate": 0.1})
 
 
-def test_defaults_validate():
-    assert TrainConfig(data_dir="/data").validate().backbone == "efficientnet_lite0"
+def test_defaults_validate_and_leave_the_network_to_the_run():
+    from training.backbones import AUTO_BACKBONE
+
+    assert TrainConfig(data_dir="/data").validate().backbone == AUTO_BACKBONE == "auto"
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ def run_dir(stanford_dogs_dir, tmp_path_factory) -> Path:
         for photo in sorted((stanford_dogs_dir / breed).iterdir())[:PER_BREED]:
             os.symlink(photo, data / breed / photo.name)
     out = tmp_path_factory.mktemp("run-dogs6")
-    finetune(TrainConfig(data_dir=str(data), finetune_epochs=0, augmentation="none", device="cpu", num_workers=0, seed=0),
+    finetune(TrainConfig(data_dir=str(data), backbone="efficientnet_lite0", finetune_epochs=0, augmentation="none", device="cpu", num_workers=0, seed=0),
              out_dir=out)
     return out
 

@@ -24,6 +24,7 @@ def four_breeds(stanford_dogs_dir, tmp_path) -> Path:
 def test_a_small_real_finetune_learns_well_above_chance(four_breeds, tmp_path):
     config = TrainConfig(
         data_dir=str(four_breeds),
+        backbone="efficientnet_lite0",
         val_fraction=0.25,
         image_size=128,
         head_epochs=4,
@@ -45,7 +46,7 @@ def test_a_small_real_finetune_learns_well_above_chance(four_breeds, tmp_path):
 @pytest.mark.slow
 def test_head_from_pretrained_rows_is_strong_before_the_first_epoch(four_breeds, tmp_path):
     config = TrainConfig(
-        data_dir=str(four_breeds), val_fraction=0.25, head_epochs=1, finetune_epochs=0, augmentation="none",
+        data_dir=str(four_breeds), backbone="efficientnet_lite0", val_fraction=0.25, head_epochs=1, finetune_epochs=0, augmentation="none",
         device="cpu", num_workers=0,
     )
     result = finetune(config, out_dir=tmp_path / "run")

@@ -123,6 +123,7 @@ class Command(BaseCommand):
                 f"Run #{run.pk} succeeded: {test}validation accuracy {run.best_val_acc:.1%}"
                 + (f"; kept: {kept.get('phase')} epoch {kept.get('epoch')}" if kept else "")
                 + (f"; fine-tuning gained {gain * 100:+.1f} points over the head alone" if gain is not None else "")
+                + (f"; network {run.backbone}, chosen automatically" if run.backbone_auto else "")
                 + "."
             ))
             promotion = (run.result or {}).get("promotion")

@@ -1,4 +1,4 @@
-"""Display names in templates: ``{{ "australian_terrier"|breed }}`` and ``{{ version.name|version_name }}``.
+"""Display names in templates: ``{{ "australian_terrier"|breed }}``, ``{{ run|run_backbone }}`` and ``{{ version.name|version_name }}``.
 
 Imports classifier.web.names and classifier.runs.display (Django and libraries besides).
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django import template
 
-from classifier.runs.display import backbone_name, optimizer_name
+from classifier.runs.display import backbone_name, optimizer_name, run_backbone_text
 from classifier.web.names import class_display_name, version_display_name
 
 register = template.Library()
@@ -23,6 +23,13 @@ def breed(value) -> str:
 def backbone(value) -> str:
     """A backbone key as its network's name ("cifar10_resnet20" -> "ResNet-20 (CIFAR-10)")."""
     return backbone_name(value) if value else ""
+
+
+@register.filter
+def run_backbone(run) -> str:
+    """A run's network: its name, "Automatic" while an ``auto`` run has not chosen, then
+    "EfficientNet-Lite2 (chosen automatically)"."""
+    return run_backbone_text(run) if run else ""
 
 
 @register.filter

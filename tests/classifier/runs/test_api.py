@@ -35,6 +35,34 @@ def test_a_staff_token_starts_a_run_without_csrf(token_client, make_dataset, enq
     assert run.created_by.username == "staff" and [c["args"] for c in enqueued] == [[run.pk]]
 
 
+def test_a_run_started_without_a_backbone_chooses_automatically(token_client, make_dataset, enqueued):
+    make_dataset(name="pets", split=SPLIT)
+    response = token_client.post("/api/runs", {"dataset": "pets", "config": {"optimizer": "sgd"}}, content_type="application/json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["config"]["backbone"] == "auto" and body["backbone"] == "auto" and body["backbone_auto"] is True
+    response = token_client.post("/api/runs", {"dataset": "pets", "config": {"backbone": "vgg99"}}, content_type="application/json")
+    assert response.status_code == 400 and response.json()["field"] == "backbone"
+    assert "valid backbones are auto" in response.json()["error"]
+
+
+def test_the_api_names_an_automatic_runs_choice_and_filters_by_it(client, make_run, make_dataset):
+    chose = make_run(config={"backbone": "auto", "optimizer": "adam"}, status=TrainingRun.Status.SUCCEEDED,
+                     result={"metrics": {"backbone": "efficientnet_lite2", "val_acc": 0.9}})
+    waiting = make_run(config={"backbone": "auto", "optimizer": "adam"})
+    named = make_run(config={"backbone": "efficientnet_lite2", "optimizer": "adam"})
+    detail = client.get(f"/api/runs/{chose.pk}").json()
+    assert detail["backbone"] == "efficientnet_lite2" and detail["backbone_auto"] is True
+    assert detail["config"]["backbone"] == "auto" and detail["metrics"]["backbone"] == "efficientnet_lite2"
+
+    def ids(query: str) -> set[int]:
+        return {row["id"] for row in client.get(f"/api/runs?{query}").json()["results"]}
+
+    assert ids("backbone=efficientnet_lite2") == {chose.pk, named.pk}
+    assert ids("backbone=auto") == {chose.pk, waiting.pk}
+    assert next(r for r in client.get("/api/runs").json()["results"] if r["id"] == waiting.pk)["backbone"] == "auto"
+
+
 @pytest.mark.parametrize(
     ("payload", "message"),
     [

@@ -29,6 +29,16 @@ def test_it_queues_a_run_with_the_given_options_and_recipe_defaults(make_dataset
     assert [c["args"] for c in enqueued] == [[run.pk]]
 
 
+def test_without_backbone_the_command_queues_an_automatic_run(make_dataset, enqueued, capsys):
+    dataset = make_dataset(name="pets", split=SPLIT)
+    call_command("finetune", "--dataset", "pets")
+    run = TrainingRun.objects.get()
+    assert run.config["backbone"] == "auto"
+    assert f"Run #{run.pk} queued on {dataset} (auto, adamw)." in capsys.readouterr().out
+    call_command("finetune", "--dataset", "pets", "--backbone", "auto")
+    assert TrainingRun.objects.latest("id").config["backbone"] == "auto"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -59,6 +59,30 @@ def test_the_time_limit_grows_with_the_work_and_stops_at_the_maximum(settings):
     assert time_limit_seconds(build_config({"finetune_epochs": 20}), image_count=5000) == 900
 
 
+def test_the_time_limit_of_an_automatic_run_counts_its_largest_candidate():
+    from classifier.runs.config import build_config, time_limit_seconds
+
+    auto = build_config({"finetune_epochs": 5})
+    assert auto["backbone"] == "auto"  # the default, as in the CLI
+    lite0 = {**auto, "backbone": "efficientnet_lite0"}
+    lite2 = {**auto, "backbone": "efficientnet_lite2"}
+    assert time_limit_seconds(auto, image_count=2000) == time_limit_seconds(lite2, image_count=2000)
+    assert time_limit_seconds(auto, image_count=2000) > time_limit_seconds(lite0, image_count=2000)
+    assert time_limit_seconds({**auto, "image_size": 224}, image_count=2000) == time_limit_seconds(
+        {**lite0, "image_size": 224}, image_count=2000)
+
+
+def test_validation_accepts_auto_and_still_rejects_unknown_networks_naming_auto():
+    from classifier.runs.config import build_config
+
+    assert build_config({})["backbone"] == "auto"
+    assert build_config({"backbone": "auto"})["backbone"] == "auto"
+    assert build_config({"backbone": "efficientnet_lite1"})["backbone"] == "efficientnet_lite1"
+    with pytest.raises(RunConfigError, match="Unknown backbone 'Auto'; valid backbones are auto") as info:
+        build_config({"backbone": "Auto"})
+    assert info.value.field == "backbone"
+
+
 def test_it_refuses_a_dataset_with_problems_and_says_why(make_dataset, enqueued):
     dataset = make_dataset(report={"problems": ["Class pug has only 2 usable images (at least 5 needed)."]},
                            split={"train": ["a"], "val": ["b"]})

@@ -105,6 +105,98 @@ def test_the_form_starts_a_run_and_shows_it(staff_client, make_dataset, enqueued
     assert [call["args"] for call in enqueued] == [[run.pk]]
 
 
+def test_the_form_starts_on_the_automatic_network_listed_first(staff_client, make_dataset):
+    make_dataset(name="pets", split=SPLIT)
+    html = staff_client.get("/runs/new/").content.decode()
+    select = html.split('name="backbone"')[1].split("</select>")[0]
+    assert re.findall(r'<option value="([^"]+)"', select)[0] == "auto"
+    assert '<option value="auto" selected>Automatic: the strongest EfficientNet-Lite that fits the time budget</option>' in select
+    russian = staff_client.get("/runs/new/", headers={"accept-language": "ru"}).content.decode()
+    assert "Автоматический выбор: самая точная из EfficientNet-Lite0/1/2" in russian
+
+
+def test_the_form_with_the_automatic_network_creates_a_run_whose_config_says_auto(
+    staff_client, make_dataset, enqueued, django_capture_on_commit_callbacks
+):
+    from classifier.runs.forms import CONFIG_FIELDS, RunForm
+
+    dataset = make_dataset(name="pets", split=SPLIT, image_count=100)
+    form = RunForm()
+    data = {name: "" if form[name].value() is None else form[name].value() for name in CONFIG_FIELDS}
+    assert data["backbone"] == "auto"  # the form's initial values, posted as they are
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post("/runs/new/", {**data, "dataset": dataset.pk})
+    run = TrainingRun.objects.get()
+    assert response.status_code == 302 and run.config["backbone"] == "auto" and run.backbone_auto
+    assert [call["args"] for call in enqueued] == [[run.pk]]
+    # The time limit counts the largest candidate (EfficientNet-Lite2, 260 px).
+    from classifier.runs.config import time_limit_seconds
+
+    assert enqueued[0]["soft_time_limit"] == time_limit_seconds(run.config, image_count=100)
+    html = staff_client.get(run.get_absolute_url()).content.decode()
+    assert "Automatic" in html.split("<h1>")[1].split("</h1>")[0]  # queued: not chosen yet
+
+
+def test_without_efficientnet_lite_weights_automatic_cannot_be_chosen(staff_client, make_dataset, monkeypatch):
+    import dataclasses
+
+    from classifier.runs import config as runconfig
+
+    infos = [dataclasses.replace(info, weights_available=not info.name.startswith("efficientnet_lite"))
+             for info in runconfig.backbone_choices()]
+    monkeypatch.setattr(runconfig, "backbone_choices", lambda: infos)
+    dataset = make_dataset(name="pets", split=SPLIT)
+    html = staff_client.get("/runs/new/").content.decode()
+    assert '<option value="auto" selected disabled>' in html or '<option value="auto" disabled selected>' in html
+    response = staff_client.post("/runs/new/", {"dataset": dataset.pk, "backbone": "auto", "optimizer": "adam"})
+    assert "pretrained weights are not installed on this server" in response.content.decode()
+    assert not TrainingRun.objects.exists()
+
+
+@pytest.fixture
+def auto_runs(make_run, make_dataset):
+    """Two runs configured with backbone "auto": one finished (its results name EfficientNet-Lite2), one queued."""
+    config = {"backbone": "auto", "optimizer": "adamw"}
+    done = make_run(dataset=make_dataset(name="lite", split=SPLIT), config=config, status=TrainingRun.Status.SUCCEEDED,
+                    best_val_acc=0.9, progress=1.0,
+                    result={"metrics": {"val_acc": 0.9, "backbone": "efficientnet_lite2", "image_size": 260}})
+    waiting = make_run(dataset=make_dataset(name="queued", split=SPLIT), config=config)
+    return done, waiting
+
+
+def test_a_finished_automatic_run_shows_the_network_it_chose(client, auto_runs):
+    done, waiting = auto_runs
+    html = client.get(done.get_absolute_url()).content.decode()
+    assert "EfficientNet-Lite2 (chosen automatically)" in html.split("<h1>")[1].split("</h1>")[0]
+    assert html.count("EfficientNet-Lite2 (chosen automatically)") == 2  # the heading and the configuration table
+    assert done.config["backbone"] == "auto" and done.backbone == "efficientnet_lite2"
+    listing = client.get("/runs/").content.decode()
+    assert "EfficientNet-Lite2 (chosen automatically)" in listing and ">Automatic</td>" in listing
+    russian = client.get(done.get_absolute_url(), headers={"accept-language": "ru"}).content.decode()
+    assert "EfficientNet-Lite2 (выбрана автоматически)" in russian
+    assert "Автоматический выбор" in client.get("/runs/", headers={"accept-language": "ru"}).content.decode()
+
+
+def test_the_run_list_filters_automatic_runs_by_their_choice(client, auto_runs, make_run):
+    done, waiting = auto_runs
+    lite0 = make_run(config={"backbone": "efficientnet_lite0", "optimizer": "adam"})
+    html = client.get("/runs/?backbone=efficientnet_lite2").content.decode()
+    assert f'href="/runs/{done.pk}/"' in html and f'href="/runs/{waiting.pk}/"' not in html
+    html = client.get("/runs/?backbone=auto").content.decode()
+    assert f'href="/runs/{done.pk}/"' in html and f'href="/runs/{waiting.pk}/"' in html
+    assert f'href="/runs/{lite0.pk}/"' not in html
+    # The filter offers "Automatic" and the networks runs used, the chosen one included.
+    assert '<option value="auto" selected>Automatic</option>' in html and '<option value="efficientnet_lite2"' in html
+
+
+def test_compare_names_the_network_each_automatic_run_chose(client, auto_runs, finished_run):
+    done, waiting = auto_runs
+    html = client.get(f"/runs/compare/?ids={done.pk},{waiting.pk},{finished_run.pk}").content.decode()
+    row = html.split('<th scope="row">backbone</th>')[1].split("</tr>")[0]
+    assert row == "<td>EfficientNet-Lite2 (chosen automatically)</td><td>Automatic</td><td>ResNet-20 (CIFAR-10)</td>"
+    assert '<tr class="differs"><th scope="row">Pretrained network<small' in html
+
+
 def test_the_form_explains_invalid_input_and_a_blocked_dataset(staff_client, make_dataset, enqueued):
     dataset = make_dataset(name="pets", split=SPLIT, report={"problems": ["Class pug has only 2 usable images."]})
     response = staff_client.post("/runs/new/", {"dataset": dataset.pk, "backbone": "cifar10_resnet20",
