@@ -71,20 +71,18 @@ def choose_backbone(
     """The strongest candidate (``candidates``: (name, size), weakest first) whose one pass over
     ``n_photos`` fits ``BACKBONE_SHARE`` of what is left of the budget; without a budget the
     strongest; the weakest when none fits. ``classes_known`` (the pretrained classifier knows every
-    class, so the plan is its head alone): the weakest, untimed, so that such a run stays short
-    (measured with bench/train_recipe.py, dogs-20: Lite2 112 s for 95.0% test top-1, Lite0 17 s for 95.8%).
+    class, so its rows are the head's prior) only changes the reason: the caller passes the
+    candidates measured best for that case (``training.backbones.registry.KNOWN_CLASSES_BEST``).
 
     ``time_forward(name, size)`` measures seconds per photo; candidates are timed strongest
     first and only until one fits. Returns the choice, every option timed, and the reason.
     """
     if not candidates:
         raise ValueError("choose_backbone needs at least one candidate.")
-    if classes_known:
-        name, size = candidates[0]
-        return BackboneOption(name, size, 0.0), [], "the pretrained classifier knows every class: the cheapest candidate"
+    known = " (the pretrained classifier knows every class)" if classes_known else ""
     if budget_s is None:
         name, size = candidates[-1]
-        return BackboneOption(name, size, 0.0), [], "no time budget: the strongest candidate"
+        return BackboneOption(name, size, 0.0), [], f"no time budget: the strongest candidate{known}"
     room = BACKBONE_SHARE * max(0.0, budget_s - spent_s)
     timed: list[BackboneOption] = []
     for name, size in reversed(candidates):
@@ -93,7 +91,7 @@ def choose_backbone(
         need = n_photos * option.forward_s
         if need <= room:
             return option, timed, (f"{name} at {size} px: one pass over {n_photos} photos takes about {need:.0f} s, "
-                                   f"within {BACKBONE_SHARE:.0%} of the budget left")
+                                   f"within {BACKBONE_SHARE:.0%} of the budget left{known}")
     weakest = timed[-1]
     return weakest, timed, (f"{weakest.name} at {weakest.image_size} px, the cheapest candidate: no candidate's pass "
                             f"over {n_photos} photos fits {BACKBONE_SHARE:.0%} of the budget left")

@@ -1,5 +1,7 @@
 """The phase plan fits the views and epochs to the time budget."""
 
+import torch
+
 from training.plan import MAX_VIEWS, Costs, choose_backbone, make_plan
 
 CPU = Costs(prefix_forward=0.015, tail_step=0.002, tail_forward=0.0007, full_step=None, head_fit=0.001)
@@ -87,10 +89,28 @@ def test_auto_without_a_budget_takes_the_strongest_untimed():
     assert option.name == "efficientnet_lite2" and options == []
 
 
-def test_auto_keeps_a_run_of_classes_the_pretrained_network_knows_short_with_the_cheapest_untimed():
+def test_auto_for_classes_the_pretrained_network_knows_goes_no_further_than_lite1(monkeypatch):
+    """With the pretrained rows as the head's prior Lite1 measured best (bench/known_classes.py), so
+    Lite2 is neither timed nor chosen; Lite1 still has to fit the budget."""
+    from training.backbones import registry
+    from training.backbones.base import Backbone
+
     timed = []
-    option, options, reason = choose_backbone(
-        CANDIDATES, time_forward=lambda name, size: timed.append(name) or 0.001, budget_s=900.0, spent_s=1.0,
-        n_photos=800, classes_known=True,
-    )
-    assert option.name == "efficientnet_lite0" and options == [] and timed == [] and "knows every class" in reason
+
+    def fake_time(self, size, *, device):
+        timed.append(self.name)
+        return FAKE_MS[self.name] / 1000
+
+    monkeypatch.setattr(Backbone, "time_forward", fake_time)
+    choice = registry.choose_auto_backbone(image_size=None, device=torch.device("cpu"), budget_s=300.0, spent_s=1.0,
+                                           n_photos=800, classes_known=True)
+    assert choice["name"] == "efficientnet_lite1" and timed == ["efficientnet_lite1"]
+    assert "knows every class" in choice["reason"]
+    timed.clear()
+    choice = registry.choose_auto_backbone(image_size=None, device=torch.device("cpu"), budget_s=300.0, spent_s=1.0,
+                                           n_photos=800, classes_known=False)
+    assert choice["name"] == "efficientnet_lite2" and timed == ["efficientnet_lite2"]
+    timed.clear()
+    choice = registry.choose_auto_backbone(image_size=None, device=torch.device("cpu"), budget_s=60.0, spent_s=1.0,
+                                           n_photos=5000, classes_known=True)
+    assert choice["name"] == "efficientnet_lite0" and timed == ["efficientnet_lite1", "efficientnet_lite0"]
