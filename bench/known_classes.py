@@ -17,17 +17,14 @@ accuracy is measured on.
 from __future__ import annotations
 
 import random
-import sys
-import time
 from pathlib import Path
 
 import torch
-from common import DOGS_20, dogs120, machine, parse_args, subset, table, write_results
+from common import DOGS_20, dogs120, eval_features, machine, parse_args, subset, table, write_results
 
 from training.backbones import get_backbone, match_original_classes
 from training.backbones.registry import AUTO_CANDIDATES
 from training.config import TrainConfig
-from training.data import EvalTransform, decode_images
 from training.head import _score, fit_head
 from training.splits import load_splits
 
@@ -38,21 +35,11 @@ def features(name: str, paths: list[Path], classes: list[str], root: Path) -> tu
     pre = bb.preprocessing()
     model, parts = bb.transfer_model(len(classes), pretrained=True)
     model.eval()
-    images, failures = decode_images(paths, resize_size=pre["resize_size"], interpolation=pre["interpolation"], num_workers=-1)
-    if failures:
-        sys.exit(f"error: {len(failures)} photo(s) could not be decoded, e.g. {paths[min(failures)]}")
-    tf = EvalTransform(size=pre["image_size"], mean=pre["mean"], std=pre["std"])
-    out = []
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for i in range(0, len(images), 32):
-            x = torch.stack([tf(im) for im in images[i : i + 32]]).contiguous(memory_format=torch.channels_last)
-            out.append(model.forward_stages(x, 0))
-    seconds = (time.perf_counter() - t0) / len(images)
+    x, seconds = eval_features(model, pre, paths)
     prior = torch.zeros(len(classes), model.num_features)
     for new, old in match_original_classes(bb, classes, root).items():
         prior[new] = parts.classifier.weight[old].detach().float()
-    return torch.cat(out), prior, seconds
+    return x, prior, seconds
 
 
 def resplit(labels: list[int], seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -60,11 +60,11 @@ def run_cli(data: Path, out: Path, device: str, extra: list[str]) -> dict:
 def logistic_reference(run_dir: Path, data: Path) -> dict:
     """LogisticRegressionCV on the frozen features of the run's own training part, scored on its test part."""
     import numpy as np
-    import torch
+    from common import eval_features
     from sklearn.linear_model import LogisticRegressionCV
 
     from training.backbones import get_backbone
-    from training.data import EvalTransform, TransformedImages, decode_images, image_batches, scan_image_folder
+    from training.data import scan_image_folder
 
     t0 = time.perf_counter()
     meta = json.loads((run_dir / "meta.json").read_text())
@@ -73,16 +73,11 @@ def logistic_reference(run_dir: Path, data: Path) -> dict:
     classes, samples, _ = scan_image_folder(data)
     train = [s for s in samples if s.relpath not in val and s.relpath not in test]
     tests = [s for s in samples if s.relpath in test]
-    pre = meta["preprocessing"]
     model, _ = get_backbone(meta["backbone"]).transfer_model(len(classes))
     model.eval()
-    tf = EvalTransform(size=pre["image_size"], mean=pre["mean"], std=pre["std"])
 
     def features(part):
-        images, _ = decode_images([s.path for s in part], resize_size=pre["resize_size"], interpolation=pre["interpolation"])
-        ds = TransformedImages(images, [s.label for s in part], tf)
-        with torch.inference_mode():
-            return torch.cat([model.forward_stages(x) for x, _ in image_batches(ds, batch_size=32)]).numpy()
+        return eval_features(model, meta["preprocessing"], [s.path for s in part])[0].numpy()
 
     x_train, x_test = features(train), features(tests)
     y_train = np.array([s.label for s in train])

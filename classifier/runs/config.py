@@ -166,6 +166,9 @@ def backbone_choices() -> list[BackboneInfo]:
     return _BACKBONES[1]
 
 
-def auto_weights_available() -> bool:
-    """``auto`` can run here: at least one of its candidates has its pretrained weights."""
-    return any(info.weights_available for info in backbone_choices() if info.name in AUTO_CANDIDATES)
+def backbones_ready() -> dict[str, bool]:
+    """Every choice of the backbone field, ``auto`` first, and whether it can run here (its pretrained
+    weights are present; ``auto``: those of at least one of its candidates)."""
+    infos = backbone_choices()
+    auto = any(info.weights_available for info in infos if info.name in AUTO_CANDIDATES)
+    return {AUTO_BACKBONE: auto, **{info.name: info.weights_available for info in infos}}

@@ -68,10 +68,10 @@ ADVANCED_FIELDS = ("schedule", "weight_decay", "backbone_lr_mult", "label_smooth
 
 def backbone_field_choices() -> list[tuple[str, str]]:
     """``auto`` first (the default), then every registered network; those without weights say so."""
-    auto = (runconfig.AUTO_BACKBONE, BACKBONE_TITLES[runconfig.AUTO_BACKBONE], runconfig.auto_weights_available())
-    networks = [(i.name, BACKBONE_TITLES.get(i.name, i.title), i.weights_available) for i in runconfig.backbone_choices()]
+    titles = {info.name: info.title for info in runconfig.backbone_choices()}
     choices = []
-    for name, title, ready in [auto, *networks]:
+    for name, ready in runconfig.backbones_ready().items():
+        title = BACKBONE_TITLES.get(name, titles.get(name, name))
         if ready:
             choices.append((name, str(title)))
         else:
@@ -198,8 +198,7 @@ class RunForm(forms.Form):
         defaults = runconfig.default_config()
         for name in CONFIG_FIELDS:
             self.fields[name].initial = defaults[name]
-        self.weights = {info.name: info.weights_available for info in runconfig.backbone_choices()}
-        self.weights[runconfig.AUTO_BACKBONE] = runconfig.auto_weights_available()
+        self.weights = runconfig.backbones_ready()
         self.fields["backbone"].widget.missing = {name for name, ready in self.weights.items() if not ready}
         self.missing_weights_note = MISSING_WEIGHTS_SENTENCE if self.fields["backbone"].widget.missing else None
 
