@@ -190,7 +190,9 @@ def test_the_run_form_keeps_typed_numbers_and_a_cancelled_run_reads_cancelled(pa
     while stack.get_json(f"/api/runs/{run_id}")[1]["status"] != "cancelled":
         assert time.monotonic() < deadline, "the run was not cancelled in 120 s"
         time.sleep(1)
-    page.goto(f"/runs/{run_id}/")
+    # The open page reloads itself once its poll sees the run has ended (a second navigation
+    # from here would race that reload), so wait for the page the user is looking at.
+    expect(page.locator(".cancelled-note")).to_be_visible(timeout=30_000)
     expect(page.locator("#run-live .badge")).to_have_text("Cancelled")
     expect(page.locator(".cancelled-note")).to_contain_text("Cancelled")
     expect(page.locator(".error-box")).to_have_count(0)
