@@ -127,9 +127,11 @@ class TrainingRun(models.Model):
 
     @property
     def backbone(self) -> str:
-        """The network the run uses: the one its results name (what an ``auto`` run chose), else its config's."""
+        """The network the run uses: the one its results name or, while it runs, its plan names (what an
+        ``auto`` run chose), else its config's."""
         metrics = (self.result or {}).get("metrics") or {}
-        return str(metrics.get("backbone") or self.config.get("backbone", ""))
+        plan = (self.progress_detail or {}).get("plan") or {}
+        return str(metrics.get("backbone") or plan.get("backbone") or self.config.get("backbone", ""))
 
     @property
     def backbone_auto(self) -> bool:

@@ -18,12 +18,13 @@ from training.objectstore import StorageError
 
 def run_list(*, status: str | None = None, backbone: str | None = None, dataset_id: int | None = None) -> QuerySet[TrainingRun]:
     """Runs, newest first. ``backbone``: the runs configured with it or that used it (an ``auto``
-    run once its results name its choice); ``backbone="auto"``: every run that left the choice to the run."""
+    run once its plan or results name its choice); ``backbone="auto"``: every run that left the choice to the run."""
     runs = TrainingRun.objects.filter(deleted_at__isnull=True).select_related("dataset", "created_by")
     if status:
         runs = runs.filter(status=status)
     if backbone:
-        runs = runs.filter(Q(config__backbone=backbone) | Q(result__metrics__backbone=backbone))
+        runs = runs.filter(Q(config__backbone=backbone) | Q(result__metrics__backbone=backbone)
+                           | Q(progress_detail__plan__backbone=backbone))
     if dataset_id:
         runs = runs.filter(dataset_id=dataset_id)
     return runs
@@ -33,7 +34,8 @@ def run_backbones() -> list[str]:
     """Backbones that at least one run was configured with (``auto`` among them) or used (for the run list's filter)."""
     configured = TrainingRun.objects.values_list("config__backbone", flat=True).distinct()
     used = TrainingRun.objects.values_list("result__metrics__backbone", flat=True).distinct()
-    return sorted({str(name) for name in [*configured, *used] if name})
+    planned = TrainingRun.objects.values_list("progress_detail__plan__backbone", flat=True).distinct()
+    return sorted({str(name) for name in [*configured, *used, *planned] if name})
 
 
 def runs_by_ids(ids: list[int]) -> list[TrainingRun]:

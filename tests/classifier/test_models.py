@@ -31,6 +31,21 @@ def test_a_new_run_is_queued_and_final_states_are_final(make_run):
     assert run.backbone == "efficientnet_lite0" and run.optimizer == "adam"
 
 
+def test_an_auto_run_names_its_network_from_its_plan_while_it_runs_and_from_its_results_after(make_run):
+    from classifier.runs.display import run_backbone_text
+    from classifier.runs.selectors import run_backbones, run_list
+
+    run = make_run(config={"backbone": "auto"})
+    assert run.backbone == "auto" and run_backbone_text(run) == "Automatic"
+    run.status = TrainingRun.Status.RUNNING
+    run.progress_detail = {"stage": "plan", "plan": {"views": 4, "backbone": "efficientnet_lite2"}}
+    run.save()
+    assert run.backbone == "efficientnet_lite2" and run_backbone_text(run) == "EfficientNet-Lite2 (chosen automatically)"
+    assert list(run_list(backbone="efficientnet_lite2")) == [run] and "efficientnet_lite2" in run_backbones()
+    run.result = {"metrics": {"backbone": "efficientnet_lite1"}}
+    assert run.backbone == "efficientnet_lite1"
+
+
 def test_a_dataset_used_by_a_run_cannot_be_deleted(make_run):
     from django.db.models import ProtectedError
 

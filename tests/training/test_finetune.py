@@ -31,6 +31,9 @@ class Recorder(NullReporter):
     def on_epoch_end(self, **kw):
         self.events.append(("epoch", kw))
 
+    def on_plan(self, **kw):
+        self.events.append(("plan", kw))
+
     def should_stop(self):
         return bool(self.stop_when and self.stop_when(self.events))
 
@@ -296,6 +299,10 @@ def test_the_default_recipe_solves_the_head_plans_to_the_budget_and_reports_test
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     plan = meta["plan"]
     assert plan["path"] == "cached" and plan["views"] >= 1 and plan["finetune_epochs"] >= 1 and plan["budget_s"] == 120
+    # The plan reaches the reporter before the feature pass, naming the network (an auto run's choice).
+    [sent] = [kw["plan"] for kind, kw in rec.events if kind == "plan"]
+    assert sent["backbone"] == meta["backbone"] and sent["views"] == plan["views"]
+    assert rec.events.index(("plan", {"plan": sent})) < min(i for i, (kind, _) in enumerate(rec.events) if kind == "phase")
     heads = [h for h in result.history if h["phase"] == "head"]
     assert len(heads) == 1 and meta["head_fit"]["solver"] == "lbfgs" and meta["head_fit"]["path"]
     m = result.metrics
