@@ -80,7 +80,8 @@ class RunDetailSerializer(RunSummarySerializer):
     epochs = EpochSerializer(many=True, read_only=True)
     metrics = serializers.SerializerMethodField(
         help_text="Final metrics of a succeeded run: test_acc / test_top5 (the test split, scored once), head_test_acc "
-        "(the converged head alone), finetune_gain_test, kept {phase, epoch, why}, val_acc, train/val/test_images, seconds."
+        "(the converged head alone), finetune_gain_test, finetuned_test_acc (the last fine-tune epoch, kept or not; nothing "
+        "is chosen on it), kept {phase, epoch, why}, val_acc, train/val/test_images, seconds."
     )
     plan = serializers.SerializerMethodField(
         help_text="The run's plan: path, views, finetune_epochs, budget_s, estimates (seconds per stage), total_s."
@@ -129,6 +130,17 @@ class RunCreateSerializer(serializers.Serializer):
         "that fits the time budget, chosen by the run.",
     )
     promote_when_done = serializers.BooleanField(required=False, default=False)
+
+    def validate(self, attrs):
+        # A misspelt or misplaced key must not start a run with other settings than the ones asked for.
+        unknown = sorted(set(self.initial_data) - set(self.fields)) if hasattr(self.initial_data, "keys") else []
+        if unknown:
+            settings = [key for key in unknown if key in RUN_FIELDS]
+            hint = f' Run settings go inside "config", e.g. {{"config": {{"{settings[0]}": ...}}}}.' if settings else ""
+            raise serializers.ValidationError(
+                f"Unknown field(s): {', '.join(unknown)}; valid: {', '.join(self.fields)}.{hint}"
+            )
+        return attrs
 
 
 # ---------------------------------------------------------------------------------------------

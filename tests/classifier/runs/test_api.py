@@ -70,6 +70,9 @@ def test_the_api_names_an_automatic_runs_choice_and_filters_by_it(client, make_r
         ({"dataset": "pets", "config": {"optimizer": "lbfgs"}}, "Unknown optimizer 'lbfgs'"),
         ({"dataset": "pets", "config": {"batch_size": 0}}, "batch_size must be >= 1"),
         ({"dataset": "pets", "config": "fast"}, "config"),
+        ({"dataset": "pets", "budget_minutes": 3}, 'Unknown field(s): budget_minutes; valid: dataset, config, '
+         'promote_when_done. Run settings go inside "config", e.g. {"config": {"budget_minutes": ...}}.'),
+        ({"dataset": "pets", "promote": True}, "Unknown field(s): promote; valid: dataset, config, promote_when_done."),
         ({}, "dataset"),
     ],
 )
