@@ -4,7 +4,9 @@
    otherwise the last fine-tune epoch, unless its validation accuracy is below the converged
    head's, in which case the head is kept. Either way the choice uses validation only.
 2. Test: the kept model and the head alone are scored once on the test split; the difference
-   is the fine-tune phase's gain. Nothing is chosen on these numbers.
+   is the fine-tune phase's gain. The last fine-tune epoch is scored too (``finetuned_test_acc``,
+   also when the head is kept), so that benchmarks can judge the keep rule. Nothing is chosen on
+   these numbers.
 3. ``meta.json`` (metrics, plan, kept phase and epoch), ``history.json``, ``validation.json``
    and ``test.json`` (confusion matrix, per-class results, every photo's answer) are written
    atomically, meta last.
@@ -110,10 +112,12 @@ def finish_run(run: _Run) -> FinetuneResult:
     has_test = bool(run.samples.get("test"))
     head_state = ckpt.load_named(run.out_dir, "head")
     ran_finetune = any(h["phase"] == "finetune" for h in run.history)
+    tuned_test: dict[str, Any] | None = None  # the last fine-tune epoch, kept or not (for the record)
     if has_test and head_state is not None and ran_finetune:
+        start, kind = _stage(run)
+        tuned_test = evaluate(run.model, run.store.batches("test", kind, 256), start_stage=start, device=run.device)
         current = {k: v.clone() for k, v in run.model.state_dict().items()}
         run.model.load_state_dict(head_state)
-        start, kind = _stage(run)
         head_test = evaluate(run.model, run.store.batches("test", kind, 256), start_stage=start, device=run.device)
         run.model.load_state_dict(current)
     # 2) the kept weights, validation and test reports
@@ -155,6 +159,7 @@ def finish_run(run: _Run) -> FinetuneResult:
             "test_loss": test["loss"],
             "head_test_acc": head_test["acc"] if head_test else None,
             "finetune_gain_test": (test["top1"] - head_test["acc"]) if head_test and ran_finetune else None,
+            "finetuned_test_acc": tuned_test["acc"] if tuned_test else None,
         })
     meta = {
         "format": ckpt.FORMAT_VERSION,

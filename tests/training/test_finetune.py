@@ -309,6 +309,10 @@ def test_the_default_recipe_solves_the_head_plans_to_the_budget_and_reports_test
     assert m["test_images"] == 6 and m["train_images"] == 24 and m["val_images"] == 6
     assert {"test_acc", "head_test_acc", "finetune_gain_test", "kept", "finetune_gain_val"} <= set(m)
     assert m["finetune_gain_test"] == pytest.approx(m["test_acc"] - m["head_test_acc"])
+    # The last fine-tune epoch's test score is recorded whichever weights are kept.
+    assert 0.0 <= m["finetuned_test_acc"] <= 1.0
+    if m["kept"]["phase"] == "finetune":
+        assert m["finetuned_test_acc"] == pytest.approx(m["test_acc"])
     assert m["kept"]["phase"] in ("head", "finetune")
     test = json.loads((tmp_path / "run" / "test.json").read_text())
     assert len(test["predictions"]) == 6 and test["top1"] == m["test_acc"]
