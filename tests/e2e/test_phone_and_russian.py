@@ -22,6 +22,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import ROOT, _api_dataset, log_in
@@ -240,10 +241,12 @@ def test_the_live_page_shows_each_stage_in_turn(page, stack, dataset_archive):
         deadline = time.monotonic() + 90
         while driver.poll() is None and time.monotonic() < deadline:
             active = page.locator("#run-live .stage-active .stage-label")
-            if active.count():
-                label = active.last.inner_text()
-                if not seen or seen[-1] != label:
-                    seen.append(label)
+            try:
+                label = active.last.inner_text(timeout=2_000) if active.count() else None
+            except PlaywrightError:  # the page reloaded itself as the run ended, between the two looks
+                break
+            if label and (not seen or seen[-1] != label):
+                seen.append(label)
             page.wait_for_timeout(300)
     finally:
         if driver.poll() is None:
