@@ -1,6 +1,7 @@
 """Which weights should a run keep: the converged head, or the fine-tuned model?
 
-    .venv/bin/python bench/keep_rule.py --datasets ../shared/datasets [--task flowers-12] [--seeds 1 2 3 4 5]
+    .venv/bin/python bench/keep_rule.py --datasets ../shared/datasets [--task flowers-12] [--seeds 1 2 3 4 5] \
+        [--flags="--finetune-lr 1e-4"]
 
 The default recipe (``python -m training finetune``, no tuning flags; ``--no-head-init`` for the
 dog tasks) runs once per seed on the photos *outside* the recipe's own test part (the splitter's
@@ -8,7 +9,8 @@ seed-0 15%, what bench/train_recipe.py reports), so each seed is a fresh 70/15/1
 and no photo of the recipe's test part takes part in the choice made here. Every run records the
 head's and the last fine-tune epoch's validation accuracy and loss and both test accuracies
 (``head_test_acc``, ``finetuned_test_acc``); each keep rule is then applied to the validation
-numbers and scored by the test accuracy of what it keeps.
+numbers and scored by the test accuracy of what it keeps. ``--flags`` measures a variant of the
+recipe the same way (its results go to their own section).
 """
 
 from __future__ import annotations
@@ -54,13 +56,16 @@ def pool_folder(root: Path) -> Path:
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], lambda p: (
         p.add_argument("--task", choices=tuple(TASKS), default="flowers-12"),
-        p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])))
+        p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5]),
+        p.add_argument("--flags", default="", help='more CLI flags for every run, e.g. "--finetune-lr 1e-4"')))
     kind, extra = TASKS[args.task]
+    extra = [*extra, *args.flags.split()]
+    result_name = f"keep-rule-{args.task}" + "".join(f"-{f.lstrip('-')}" for f in args.flags.split())
     pool = pool_folder(data_for(kind, args.datasets))
     info = machine()
     runs = []
     for seed in args.seeds:
-        out = OUT_DIR / f"keep-{args.task}-{seed}"
+        out = OUT_DIR / f"{result_name}-{seed}"
         shutil.rmtree(out, ignore_errors=True)
         run = run_cli(pool, out, "cpu", [*extra, "--seed", str(seed)])
         m, meta = run["meta"]["metrics"], run["meta"]
@@ -91,16 +96,16 @@ def main() -> None:
                 f"{100 * (torch.tensor(a) - base).mean():+.2f} ± {100 * (torch.tensor(a) - base).std() / len(a) ** 0.5:.2f}",
                 sum(1 for r in runs if RULES[name](r))] for name, a in scores.items()]
     markdown = (
-        f"**Keep rule** ({args.task}, the default recipe on photos outside the recipe's test part, one fresh 70/15/15 "
+        f"**Keep rule** ({args.task}{', ' + args.flags if args.flags else ''}, the default recipe on photos outside the recipe's test part, one fresh 70/15/15 "
         f"split per seed; load average at start {info['load_average_at_start']}; "
         f"`.venv/bin/python bench/keep_rule.py --datasets ../shared/datasets --task {args.task} --seeds "
-        f"{' '.join(map(str, args.seeds))}`)\n\n"
+        f"{' '.join(map(str, args.seeds))}{' --flags=' + repr(args.flags) if args.flags else ''}`)\n\n"
         + table(["seed", "backbone, views / epochs", "head: val top-1 / loss", "last fine-tune epoch: val top-1 / loss",
                  "head: test", "fine-tuned: test", "wall s"], rows)
         + "\n\n"
         + table(["keep", "mean test top-1", "vs the head (points, mean ± s.e.)", "seeds it keeps fine-tuning"], summary)
     )
-    write_results(f"keep-rule-{args.task}", {"task": args.task, "runs": runs, "scores": scores, "machine": info}, markdown)
+    write_results(result_name, {"task": args.task, "flags": args.flags, "runs": runs, "scores": scores, "machine": info}, markdown)
 
 
 def _history(out: Path) -> list[dict]:
