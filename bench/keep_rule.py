@@ -24,6 +24,7 @@ import torch
 from common import OUT_DIR, machine, parse_args, table, write_results
 from train_recipe import data_for, run_cli
 
+from training import checkpoint as ckpt
 from training.config import TrainConfig
 from training.splits import load_splits
 
@@ -69,7 +70,7 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         run = run_cli(pool, out, "cpu", [*extra, "--seed", str(seed)])
         m, meta = run["meta"]["metrics"], run["meta"]
-        hist = _history(out)
+        hist = ckpt.read_json(out / ckpt.HISTORY_FILE)
         head = [h for h in hist if h["phase"] == "head"][-1]
         tuned = [h for h in hist if h["phase"] == "finetune"]
         if not tuned:
@@ -106,13 +107,6 @@ def main() -> None:
         + table(["keep", "mean test top-1", "vs the head (points, mean ± s.e.)", "seeds it keeps fine-tuning"], summary)
     )
     write_results(result_name, {"task": args.task, "flags": args.flags, "runs": runs, "scores": scores, "machine": info}, markdown)
-
-
-def _history(out: Path) -> list[dict]:
-    import json
-
-    data = json.loads((out / "history.json").read_text())
-    return data["history"] if isinstance(data, dict) else data
 
 
 if __name__ == "__main__":

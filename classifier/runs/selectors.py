@@ -5,7 +5,9 @@ Imports classifier.models only.
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 from pathlib import Path
 
 from django.conf import settings
@@ -15,6 +17,9 @@ from classifier.models import TrainingRun
 from classifier.storage import remote
 from training.objectstore import StorageError
 
+# Where a run names a network: its configuration, its plan (an auto run's choice while it runs), its results.
+BACKBONE_PATHS = ("config__backbone", "progress_detail__plan__backbone", "result__metrics__backbone")
+
 
 def run_list(*, status: str | None = None, backbone: str | None = None, dataset_id: int | None = None) -> QuerySet[TrainingRun]:
     """Runs, newest first. ``backbone``: the runs configured with it or that used it (an ``auto``
@@ -23,8 +28,7 @@ def run_list(*, status: str | None = None, backbone: str | None = None, dataset_
     if status:
         runs = runs.filter(status=status)
     if backbone:
-        runs = runs.filter(Q(config__backbone=backbone) | Q(result__metrics__backbone=backbone)
-                           | Q(progress_detail__plan__backbone=backbone))
+        runs = runs.filter(functools.reduce(operator.or_, (Q(**{path: backbone}) for path in BACKBONE_PATHS)))
     if dataset_id:
         runs = runs.filter(dataset_id=dataset_id)
     return runs
@@ -32,10 +36,8 @@ def run_list(*, status: str | None = None, backbone: str | None = None, dataset_
 
 def run_backbones() -> list[str]:
     """Backbones that at least one run was configured with (``auto`` among them) or used (for the run list's filter)."""
-    configured = TrainingRun.objects.values_list("config__backbone", flat=True).distinct()
-    used = TrainingRun.objects.values_list("result__metrics__backbone", flat=True).distinct()
-    planned = TrainingRun.objects.values_list("progress_detail__plan__backbone", flat=True).distinct()
-    return sorted({str(name) for name in [*configured, *used, *planned] if name})
+    names = (TrainingRun.objects.values_list(path, flat=True).distinct() for path in BACKBONE_PATHS)
+    return sorted({str(name) for found in names for name in found if name})
 
 
 def runs_by_ids(ids: list[int]) -> list[TrainingRun]:
