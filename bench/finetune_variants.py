@@ -14,6 +14,15 @@ loss after the last epoch, validation per epoch, and the weights interpolated be
 and the fine-tuned model (WiSE-FT, ``wise<α>``: val acc, val loss, test acc, test loss), EMA and
 SWA where asked. Compare with the "head" line. Test numbers are printed for the record; choose
 variants on validation.
+
+``--resplit SEED`` (with ``--task`` instead of ``--data``) runs on a fresh 70/15/15 split (seeded
+by SEED) of the photos *outside* the recipe's own seed-0 test part (bench/keep_rule.py's pool), so
+that the test numbers printed are of photos no choice of the recipe touched:
+
+    .venv/bin/python bench/finetune_variants.py --task dogs-20-no-head-init --resplit 1 --views 8 lr1e-3 bnaffine
+
+Each variant also prints ``resolve``: the head solved again (L-BFGS, λ on validation) on the
+fine-tuned stages' features of every view, with validation and test accuracy.
 """
 
 from __future__ import annotations
@@ -34,10 +43,15 @@ from training.data import epoch_order
 from training.engine import evaluate, lr_factor
 from training.features import FeatureStore
 from training.finetune import _Run
+from training.head import fit_head
 from training.reporting import NullReporter
 
 p = argparse.ArgumentParser(description="fine-tune phase variants on cached prefix outputs")
-p.add_argument("--data", required=True, help="a folder with one sub-folder per class")
+where = p.add_mutually_exclusive_group(required=True)
+where.add_argument("--data", help="a folder with one sub-folder per class")
+where.add_argument("--task", help="with --resplit: flowers-12 or dogs-20-no-head-init (bench/keep_rule.py's tasks)")
+p.add_argument("--resplit", type=int, help="a fresh split, seeded by this, of the photos outside the recipe's test part")
+p.add_argument("--datasets", default="../shared/datasets", help="with --task")
 p.add_argument("--backbone", default="efficientnet_lite2")
 p.add_argument("--unfreeze", type=int, default=2)
 p.add_argument("--views", type=int, default=4)
@@ -45,8 +59,18 @@ p.add_argument("--head-init", action="store_true")
 p.add_argument("variants", nargs="*", default=["base"])
 args = p.parse_args()
 data, backbone, unfreeze, views, head_init = args.data, args.backbone, args.unfreeze, args.views, args.head_init
+seed = 0
+if args.task:
+    from keep_rule import TASKS, pool_folder
+    from train_recipe import data_for
+
+    if args.resplit is None:
+        p.error("--task needs --resplit SEED")
+    kind, extra = TASKS[args.task]
+    data, seed, head_init = str(pool_folder(data_for(kind, args.datasets))), args.resplit, "--no-head-init" not in extra
 torch.set_num_threads(2)
 cfg = TrainConfig(
+    seed=seed,
     data_dir=data,
     backbone=backbone,
     init_head_from_pretrained=head_init,
@@ -55,11 +79,11 @@ cfg = TrainConfig(
     feature_views=views,
     device="cpu",
 )
-out = OUT_DIR / f"variants-{Path(data).resolve().name}"
+out = OUT_DIR / (f"variants-{args.task}-resplit{seed}" if args.task else f"variants-{Path(data).resolve().name}")
 r = _Run(cfg, out, NullReporter(), False)
 t0 = time.time()
 r._prepare()
-r.store = FeatureStore(r.model, r.pre, r.device, seed=0, augmentation="standard", progress=lambda *a: None)
+r.store = FeatureStore(r.model, r.pre, r.device, seed=seed, augmentation="standard", progress=lambda *a: None)
 r.split = r.model.num_stages - unfreeze
 out.mkdir(parents=True, exist_ok=True)
 cache = out / f"cache-{backbone}-{unfreeze}-{views}-{int(head_init)}.pt"
@@ -103,6 +127,21 @@ print(
 )
 
 
+def resolve():
+    """The head solved again (L-BFGS, λ on validation) on the fine-tuned stages' features."""
+
+    def feats(x):
+        model.eval()
+        with torch.no_grad():
+            return torch.cat([model.forward_stages(x[i : i + 256], split) for i in range(0, len(x), 256)])
+
+    xt, yt = store.all_views("train", "prefix")
+    fv, fte = feats(store.tensor("val", "prefix")), feats(store.tensor("test", "prefix"))
+    fit = fit_head(feats(xt), yt, fv, store.labels["val"], num_classes=len(r.classes), label_smoothing=cfg.label_smoothing)
+    test_acc = ((fte @ fit.weight.T + fit.bias).argmax(1) == store.labels["test"]).float().mean().item()
+    return (round(fit.val_acc, 4), round(fit.val_loss, 4), round(test_acc, 4))
+
+
 def run(
     name,
     epochs=10,
@@ -119,11 +158,18 @@ def run(
     bs=32,
     swa_from=None,
     mom=0.9,
+    stages=unfreeze,
+    bn_only=False,
 ):
     model.load_state_dict(state0)
-    model.unfreeze_last(unfreeze)
+    model.unfreeze_last(stages)  # stages < --unfreeze: the first cached-over stages run frozen
     model.freeze_batchnorm = freeze_bn
     bb = [p for s in model.stages[split:] for p in s.parameters() if p.requires_grad]
+    if bn_only:  # only BatchNorm's affine weights train in the backbone
+        bn = {id(p) for m in model.stages[split:].modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
+        for p in bb:
+            p.requires_grad_(id(p) in bn)
+        bb = [p for p in bb if p.requires_grad]
     hd = list(model.head.parameters())
     if head_frozen:
         for p in hd:
@@ -140,6 +186,7 @@ def run(
     ]
     if not head_frozen:
         groups.append({"params": hd, "lr": lr, "weight_decay": wd, "base": lr})
+    groups = [g for g in groups if g["params"]]
     if opt == "adamw":
         o = torch.optim.AdamW(groups, lr=lr)
     else:
@@ -158,7 +205,7 @@ def run(
     t = time.time()
     for e in range(epochs):
         model.train()
-        order = epoch_order(n, seed=0, phase=1, epoch=e)
+        order = epoch_order(n, seed=seed, phase=1, epoch=e)
         for x, y in store.train_batches("prefix", batch_size=bs, order=order, phase=1, epoch=e):
             f = lr_factor("cosine", step, total, wsteps)
             for g in o.param_groups:
@@ -198,6 +245,7 @@ def run(
         "test_loss": round(last["test"][1], 4),
         "curve": rows,
     }
+    res["resolve"] = resolve()
     fin = copy.deepcopy(model.state_dict())
     for a in (0.25, 0.5, 0.75):
         model.load_state_dict(
@@ -232,6 +280,9 @@ VARIANTS = {
     "swa": {"swa_from": 6},
     "sgd": {"opt": "sgd", "lr": 3e-3},
     "sgd1e-2": {"opt": "sgd", "lr": 1e-2},
+    "bnaffine": {"bn_only": True, "lr": 1e-3},
+    "last1": {"stages": 1, "lr": 1e-3},
+    "l2sp1e-4": {"l2sp": 1e-2, "lr": 1e-4},
 }
 for v in args.variants:
     name, _, over = v.partition(":")
@@ -243,8 +294,8 @@ for v in args.variants:
             if k == "opt"
             else (
                 int(float(val))
-                if k in ("epochs", "bs", "swa_from")
-                else (val == "1" if k in ("freeze_bn", "head_frozen") else float(val))
+                if k in ("epochs", "bs", "swa_from", "stages")
+                else (val == "1" if k in ("freeze_bn", "head_frozen", "bn_only") else float(val))
             )
         )
     run(v, **kw)

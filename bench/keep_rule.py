@@ -61,14 +61,16 @@ def main() -> None:
         p.add_argument("--flags", default="", help='more CLI flags for every run, e.g. "--finetune-lr 1e-4"')))
     kind, extra = TASKS[args.task]
     extra = [*extra, *args.flags.split()]
-    result_name = f"keep-rule-{args.task}" + "".join(f"-{f.lstrip('-')}" for f in args.flags.split())
+    device = "cpu" if args.device == "auto" else args.device
+    result_name = (f"keep-rule-{args.task}" + "".join(f"-{f.lstrip('-')}" for f in args.flags.split())
+                   + ("" if device == "cpu" else f"-{device}"))
     pool = pool_folder(data_for(kind, args.datasets))
     info = machine()
     runs = []
     for seed in args.seeds:
         out = OUT_DIR / f"{result_name}-{seed}"
         shutil.rmtree(out, ignore_errors=True)
-        run = run_cli(pool, out, "cpu", [*extra, "--seed", str(seed)])
+        run = run_cli(pool, out, device, [*extra, "--seed", str(seed)])
         m, meta = run["meta"]["metrics"], run["meta"]
         hist = ckpt.read_json(out / ckpt.HISTORY_FILE)
         head = [h for h in hist if h["phase"] == "head"][-1]
@@ -77,7 +79,7 @@ def main() -> None:
             print(f"seed {seed}: the plan had no fine-tune epochs; left out", flush=True)
             continue
         r = {
-            "seed": seed, "backbone": m["backbone"], "views": meta["plan"]["views"],
+            "seed": seed, "backbone": m["backbone"], "path": meta["plan"].get("path"), "views": meta["plan"]["views"],
             "epochs": meta["plan"]["finetune_epochs"], "wall_s": round(run["wall_s"], 1),
             "head_val_acc": head["val_acc"], "head_val_loss": head["val_loss"],
             "ft_val_acc": tuned[-1]["val_acc"], "ft_val_loss": tuned[-1]["val_loss"],
@@ -85,7 +87,7 @@ def main() -> None:
         }
         runs.append(r)
         print(r, flush=True)
-    rows = [[r["seed"], f"{r['backbone']}, {r['views']} / {r['epochs']}", f"{100 * r['head_val_acc']:.1f}% / {r['head_val_loss']:.3f}",
+    rows = [[r["seed"], f"{r['backbone']}, {r['path']}, {r['views']} / {r['epochs']}", f"{100 * r['head_val_acc']:.1f}% / {r['head_val_loss']:.3f}",
              f"{100 * r['ft_val_acc']:.1f}% / {r['ft_val_loss']:.3f}", f"{100 * r['head_test_acc']:.1f}%",
              f"{100 * r['ft_test_acc']:.1f}%", r["wall_s"]] for r in runs]
     scores = {}
@@ -97,11 +99,12 @@ def main() -> None:
                 f"{100 * (torch.tensor(a) - base).mean():+.2f} ± {100 * (torch.tensor(a) - base).std() / len(a) ** 0.5:.2f}",
                 sum(1 for r in runs if RULES[name](r))] for name, a in scores.items()]
     markdown = (
-        f"**Keep rule** ({args.task}{', ' + args.flags if args.flags else ''}, the default recipe on photos outside the recipe's test part, one fresh 70/15/15 "
+        f"**Keep rule** ({args.task}{', ' + args.flags if args.flags else ''}, {info['gpu'] or 'CPU'}, the default recipe on photos outside the recipe's test part, one fresh 70/15/15 "
         f"split per seed; load average at start {info['load_average_at_start']}; "
         f"`.venv/bin/python bench/keep_rule.py --datasets ../shared/datasets --task {args.task} --seeds "
-        f"{' '.join(map(str, args.seeds))}{' --flags=' + repr(args.flags) if args.flags else ''}`)\n\n"
-        + table(["seed", "backbone, views / epochs", "head: val top-1 / loss", "last fine-tune epoch: val top-1 / loss",
+        f"{' '.join(map(str, args.seeds))}{' --flags=' + repr(args.flags) if args.flags else ''}"
+        f"{' --device ' + device if device != 'cpu' else ''}`)\n\n"
+        + table(["seed", "backbone, path, views / epochs", "head: val top-1 / loss", "last fine-tune epoch: val top-1 / loss",
                  "head: test", "fine-tuned: test", "wall s"], rows)
         + "\n\n"
         + table(["keep", "mean test top-1", "vs the head (points, mean ± s.e.)", "seeds it keeps fine-tuning"], summary)

@@ -130,7 +130,8 @@ def main() -> None:
 
     args = parse_args(__doc__, lambda p: p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS)))
     info = machine()
-    saved = RESULTS_JSON_DIR / "train_recipe.json"
+    result_name = "train_recipe" + ("" if args.device in ("auto", "cpu") else f"-{args.device}")  # a GPU's runs apart
+    saved = RESULTS_JSON_DIR / f"{result_name}.json"
     runs = json.loads(saved.read_text()).get("runs", {}) if saved.is_file() else {}
     runs = {k: v for k, v in runs.items() if k in TASKS and "meta_backbone" in v}
     for name in args.tasks:
@@ -147,7 +148,7 @@ def main() -> None:
                       "head_fit": r["meta"].get("head_fit"), "logistic_regression": ref, "load_average_at_start": load}
         print(f"{name}: test {m['test_acc']:.4f} (head {m.get('head_test_acc')}, logistic regression {ref['test_acc']:.4f}), "
               f"{r['wall_s']:.0f} s", flush=True)
-    write_results("train_recipe", {"machine": info, "runs": runs}, render(runs, info))
+    write_results(result_name, {"machine": info, "runs": runs}, render(runs, info))
 
 
 if __name__ == "__main__":
