@@ -160,7 +160,11 @@ def run(
     mom=0.9,
     stages=unfreeze,
     bn_only=False,
+    mixup=0.0,
 ):
+    torch.manual_seed(seed)
+    mix_gen = torch.Generator().manual_seed(seed)
+    mix_beta = torch.distributions.Beta(mixup, mixup) if mixup else None
     model.load_state_dict(state0)
     model.unfreeze_last(stages)  # stages < --unfreeze: the first cached-over stages run frozen
     model.freeze_batchnorm = freeze_bn
@@ -210,8 +214,14 @@ def run(
             f = lr_factor("cosine", step, total, wsteps)
             for g in o.param_groups:
                 g["lr"] = g["base"] * f
+            if mixup:  # manifold mixup: pairs of prefix outputs and their labels mixed
+                lam = float(mix_beta.sample())
+                perm = torch.randperm(len(y), generator=mix_gen)
+                x = lam * x + (1 - lam) * x[perm]
             logits = model.forward_from(x.contiguous(memory_format=torch.channels_last), split)
             loss = F.cross_entropy(logits, y, label_smoothing=ls)
+            if mixup:
+                loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm], label_smoothing=ls)
             if l2sp:
                 loss = loss + 0.5 * l2sp * sum(((p - p0) ** 2).sum() for p, p0 in zip(bb, ref) if p.ndim > 1)
             o.zero_grad()
@@ -283,6 +293,7 @@ VARIANTS = {
     "bnaffine": {"bn_only": True, "lr": 1e-3},
     "last1": {"stages": 1, "lr": 1e-3},
     "l2sp1e-4": {"l2sp": 1e-2, "lr": 1e-4},
+    "mixup": {"mixup": 0.4, "lr": 1e-3},
 }
 for v in args.variants:
     name, _, over = v.partition(":")

@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--schedule", default=d.schedule, help="constant | cosine | onecycle")
     f.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up of the fine-tune phase")
     f.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    f.add_argument("--mixup", type=float, default=d.mixup, help="fine-tune phase mixup, Beta(a, a); 0 = off")
     f.add_argument("--batch-size", type=int, default=d.batch_size)
     f.add_argument("--augmentation", default=d.augmentation, help="none | light | standard")
     f.add_argument("--feature-views", type=int, default=d.feature_views, help="cached views per photo (0 = planned)")
@@ -134,6 +135,7 @@ def _config_from_args(a: argparse.Namespace) -> Any:
         schedule=a.schedule,
         warmup_epochs=a.warmup_epochs,
         label_smoothing=a.label_smoothing,
+        mixup=a.mixup,
         batch_size=a.batch_size,
         augmentation=a.augmentation,
         feature_views=a.feature_views,

@@ -66,6 +66,8 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
+    # Mixup in the fine-tune phase: Beta(α, α) weights, 0 = off (on cached views: manifold mixup).
+    mixup: float = 0.0
     batch_size: int = 32
     augmentation: str = "standard"
     # Keep BatchNorm statistics fixed in the unfrozen stages too (small datasets: 30-40 photos
@@ -197,6 +199,7 @@ class TrainConfig:
             is_num(self.label_smoothing) and 0.0 <= self.label_smoothing < 1.0,
             f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}.",
         )
+        need(is_num(self.mixup) and 0.0 <= self.mixup <= 10.0, f"mixup must be between 0 (off) and 10, got {self.mixup!r}.")
         need(is_int(self.batch_size) and self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size!r}.")
         need(
             self.augmentation in AUGMENTATIONS,

@@ -81,8 +81,14 @@ def train_one_epoch(
     on_batch: Callable[[int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     mixed_precision: bool = True,
+    mixup: float = 0.0,
 ) -> dict[str, Any]:
     """Train on every batch once. Returns loss, acc, n, steps, lr, seconds.
+
+    ``mixup`` > 0: each batch is mixed with a shuffled copy of itself, inputs and targets, with a
+    weight drawn from Beta(mixup, mixup) (Zhang et al. 2018; on the cached outputs of the frozen
+    prefix this is manifold mixup, Verma et al. 2019). Drawn from torch's global generator, which
+    the caller seeds per epoch. Accuracy counts the larger part's label.
 
     Raises NonFiniteLoss when a loss is NaN/inf and Cancelled when ``should_stop()`` is True
     after a batch.
@@ -95,12 +101,20 @@ def train_one_epoch(
     n = 0
     lr = float(optimizer.param_groups[-1]["lr"])
     batch_no = 0
+    beta = torch.distributions.Beta(mixup, mixup) if mixup > 0 else None
     for x, y in batches:
         lr = set_lr(optimizer, lr_factor(schedule, step, total_steps, warmup_steps))
         x, y = _to_device(x, device), y.to(device, non_blocking=True)
+        if beta is not None:
+            lam = float(beta.sample())
+            perm = torch.randperm(len(y)).to(device)
+            x, y_other = lam * x + (1 - lam) * x[perm], y[perm]
         with _autocast(device, mixed_precision):
             logits = model.forward_from(x, start_stage)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        if beta is not None:
+            loss = lam * loss + (1 - lam) * F.cross_entropy(logits.float(), y_other, label_smoothing=label_smoothing)
+            y = y if lam >= 0.5 else y_other
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             raise NonFiniteLoss(

@@ -379,6 +379,7 @@ class _Run:
                 start_stage=start,
                 device=self.device,
                 label_smoothing=c.label_smoothing,
+                mixup=c.mixup if phase == "finetune" else 0.0,
                 schedule=c.schedule,
                 warmup_steps=warmup,
                 step=epoch * batches,

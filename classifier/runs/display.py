@@ -83,6 +83,7 @@ SETTINGS: dict[str, Setting] = {
     "weight_decay": Setting("optimizer", _("Weight decay"), "", _("Pulls the weights towards zero a little every step.")),
     "schedule": Setting("optimizer", _("Learning-rate schedule"), "", _("How the learning rate changes over the epochs.")),
     "label_smoothing": Setting("optimizer", _("Label smoothing"), "", _("Keeps the model from being overconfident.")),
+    "mixup": Setting("optimizer", _("Mixup"), "", _("Fine-tuning learns from pairs of photos blended together; 0: off.")),
     "seed": Setting("machine", _("Random seed"), "", _("The same seed repeats the same shuffles and augmentations.")),
     "device": Setting("machine", _("Device"), "", _("Where the run computes: automatic picks a GPU when there is one.")),
     "num_workers": Setting("machine", _("Photo-loading processes"), "", _("-1: as many as the machine suits.")),

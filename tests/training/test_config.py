@@ -38,6 +38,7 @@ def test_defaults_validate_and_leave_the_network_to_the_run():
         ({"val_fraction": 0.5, "test_fraction": 0.5}, "test_fraction"),
         ({"unfreeze_blocks": -3}, "unfreeze_blocks"),
         ({"device": "tpu"}, "device"),
+        ({"mixup": -0.2}, "mixup"),
     ],
 )
 def test_validate_raises_one_clear_sentence(change, fragment):

@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from training.backbones import get_backbone
 from training.engine import classification_report, evaluate, lr_factor, train_one_epoch
@@ -71,3 +72,23 @@ def test_classification_report_builds_confusion_matrix_and_precision_recall():
     assert r["confusion_matrix"] == [[1, 0], [1, 2]]
     assert r["per_class"]["a"]["precision"] == pytest.approx(0.5) and r["per_class"]["b"]["recall"] == pytest.approx(2 / 3)
     assert r["top1"] == pytest.approx(0.75) and r["n"] == 4
+
+
+def test_mixup_trains_on_a_batch_mixed_with_its_shuffled_copy():
+    """The loss is λ·CE(mixed, y) + (1-λ)·CE(mixed, y[perm]), λ ~ Beta(a, a) and perm drawn from
+    torch's global generator in that order (what the caller seeds per epoch)."""
+    model = _head_only()
+    opt = build_optimizer("sgd", model.head.parameters(), lr=0.0)  # the head stays as it is
+    (x, y), = _feature_batches(1)
+    torch.manual_seed(7)
+    got = train_one_epoch(model, [(x, y)], opt, start_stage=model.num_stages, mixup=0.4, mixed_precision=False)["loss"]
+    torch.manual_seed(7)
+    lam = float(torch.distributions.Beta(0.4, 0.4).sample())
+    perm = torch.randperm(len(y))
+    model.eval()
+    with torch.no_grad():
+        logits = model.forward_from(lam * x + (1 - lam) * x[perm], model.num_stages)
+        want = lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[perm])
+        plain = F.cross_entropy(model.forward_from(x, model.num_stages), y)
+    assert 0.0 < lam < 1.0 and got == pytest.approx(float(want), rel=1e-5)
+    assert abs(got - float(plain)) > 1e-3
