@@ -40,7 +40,7 @@ from common import OUT_DIR
 
 from training.config import TrainConfig
 from training.data import epoch_order
-from training.engine import evaluate, lr_factor
+from training.engine import evaluate, lr_factor, mix_batch, mixed_loss
 from training.features import FeatureStore
 from training.finetune import _Run
 from training.head import fit_head
@@ -50,7 +50,9 @@ p = argparse.ArgumentParser(description="fine-tune phase variants on cached pref
 where = p.add_mutually_exclusive_group(required=True)
 where.add_argument("--data", help="a folder with one sub-folder per class")
 where.add_argument("--task", help="with --resplit: flowers-12 or dogs-20-no-head-init (bench/keep_rule.py's tasks)")
-p.add_argument("--resplit", type=int, help="a fresh split, seeded by this, of the photos outside the recipe's test part")
+p.add_argument(
+    "--resplit", type=int, help="a fresh split, seeded by this, of the photos outside the recipe's test part"
+)
 p.add_argument("--datasets", default="../shared/datasets", help="with --task")
 p.add_argument("--backbone", default="efficientnet_lite2")
 p.add_argument("--unfreeze", type=int, default=2)
@@ -137,7 +139,9 @@ def resolve():
 
     xt, yt = store.all_views("train", "prefix")
     fv, fte = feats(store.tensor("val", "prefix")), feats(store.tensor("test", "prefix"))
-    fit = fit_head(feats(xt), yt, fv, store.labels["val"], num_classes=len(r.classes), label_smoothing=cfg.label_smoothing)
+    fit = fit_head(
+        feats(xt), yt, fv, store.labels["val"], num_classes=len(r.classes), label_smoothing=cfg.label_smoothing
+    )
     test_acc = ((fte @ fit.weight.T + fit.bias).argmax(1) == store.labels["test"]).float().mean().item()
     return (round(fit.val_acc, 4), round(fit.val_loss, 4), round(test_acc, 4))
 
@@ -170,7 +174,12 @@ def run(
     model.freeze_batchnorm = freeze_bn
     bb = [p for s in model.stages[split:] for p in s.parameters() if p.requires_grad]
     if bn_only:  # only BatchNorm's affine weights train in the backbone
-        bn = {id(p) for m in model.stages[split:].modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
+        bn = {
+            id(p)
+            for m in model.stages[split:].modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+            for p in m.parameters()
+        }
         for p in bb:
             p.requires_grad_(id(p) in bn)
         bb = [p for p in bb if p.requires_grad]
@@ -215,13 +224,12 @@ def run(
             for g in o.param_groups:
                 g["lr"] = g["base"] * f
             if mixup:  # manifold mixup: pairs of prefix outputs and their labels mixed
-                lam = float(mix_beta.sample())
-                perm = torch.randperm(len(y), generator=mix_gen)
-                x = lam * x + (1 - lam) * x[perm]
+                x, y_other, lam = mix_batch(x, y, mix_beta, generator=mix_gen)
             logits = model.forward_from(x.contiguous(memory_format=torch.channels_last), split)
-            loss = F.cross_entropy(logits, y, label_smoothing=ls)
             if mixup:
-                loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm], label_smoothing=ls)
+                loss = mixed_loss(logits, y, y_other, lam, ls)
+            else:
+                loss = F.cross_entropy(logits, y, label_smoothing=ls)
             if l2sp:
                 loss = loss + 0.5 * l2sp * sum(((p - p0) ** 2).sum() for p, p0 in zip(bb, ref) if p.ndim > 1)
             o.zero_grad()

@@ -66,6 +66,29 @@ def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x
 
 
+def mix_batch(
+    x: torch.Tensor, y: torch.Tensor, beta: torch.distributions.Beta, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mixup (Zhang et al. 2018): the batch blended with a shuffled copy of itself.
+
+    Returns the mixed inputs, the shuffled copy's labels and the weight ``lam`` of the original,
+    drawn from ``beta``; on the cached outputs of the frozen prefix this is manifold mixup
+    (Verma et al. 2019). ``generator`` draws the shuffle (torch's global one when None).
+    """
+    lam = float(beta.sample())
+    perm = torch.randperm(len(y), generator=generator).to(x.device)
+    return lam * x + (1 - lam) * x[perm], y[perm], lam
+
+
+def mixed_loss(
+    logits: torch.Tensor, y: torch.Tensor, y_other: torch.Tensor, lam: float, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Cross-entropy against both labels of a mixed batch, weighted as the inputs were."""
+    return lam * F.cross_entropy(logits, y, label_smoothing=label_smoothing) + (1 - lam) * F.cross_entropy(
+        logits, y_other, label_smoothing=label_smoothing
+    )
+
+
 def train_one_epoch(
     model: TransferModel,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -85,10 +108,9 @@ def train_one_epoch(
 ) -> dict[str, Any]:
     """Train on every batch once. Returns loss, acc, n, steps, lr, seconds.
 
-    ``mixup`` > 0: each batch is mixed with a shuffled copy of itself, inputs and targets, with a
-    weight drawn from Beta(mixup, mixup) (Zhang et al. 2018; on the cached outputs of the frozen
-    prefix this is manifold mixup, Verma et al. 2019). Drawn from torch's global generator, which
-    the caller seeds per epoch. Accuracy counts the larger part's label.
+    ``mixup`` > 0: each batch goes through ``mix_batch`` with a weight drawn from
+    Beta(mixup, mixup), from torch's global generator, which the caller seeds per epoch.
+    Accuracy counts the larger part's label.
 
     Raises NonFiniteLoss when a loss is NaN/inf and Cancelled when ``should_stop()`` is True
     after a batch.
@@ -106,14 +128,13 @@ def train_one_epoch(
         lr = set_lr(optimizer, lr_factor(schedule, step, total_steps, warmup_steps))
         x, y = _to_device(x, device), y.to(device, non_blocking=True)
         if beta is not None:
-            lam = float(beta.sample())
-            perm = torch.randperm(len(y)).to(device)
-            x, y_other = lam * x + (1 - lam) * x[perm], y[perm]
+            x, y_other, lam = mix_batch(x, y, beta)
         with _autocast(device, mixed_precision):
             logits = model.forward_from(x, start_stage)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-        if beta is not None:
-            loss = lam * loss + (1 - lam) * F.cross_entropy(logits.float(), y_other, label_smoothing=label_smoothing)
+        if beta is None:
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        else:
+            loss = mixed_loss(logits.float(), y, y_other, lam, label_smoothing)
             y = y if lam >= 0.5 else y_other
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
