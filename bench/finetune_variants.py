@@ -12,7 +12,8 @@ the converged head and fine-tunes the last ``--unfreeze`` stages (torch's AdamW 
 Nesterov momentum, warm-up then cosine), printing one JSON line: validation and test accuracy and
 loss after the last epoch, validation per epoch, and the weights interpolated between the head
 and the fine-tuned model (WiSE-FT, ``wise<α>``: val acc, val loss, test acc, test loss), EMA and
-SWA where asked. Compare with the "head" line. Test numbers are printed for the record; choose
+SWA where asked, and keeps it by variant in bench/results/<name>.json (the cache directory's
+name under bench/out). Compare with the "head" line. Test numbers are printed for the record; choose
 variants on validation.
 
 ``--resplit SEED`` (with ``--task`` instead of ``--data``) runs on a fresh 70/15/15 split (seeded
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import OUT_DIR
+from common import OUT_DIR, RESULTS_JSON_DIR
 
 from training.config import TrainConfig
 from training.data import epoch_order
@@ -113,19 +114,22 @@ def ev(part, start=None, kind="prefix"):
     return res["acc"], res["loss"]
 
 
+# Every printed line is also kept, by variant, in bench/results/<run directory's name>.json.
+record_file = RESULTS_JSON_DIR / f"{out.name}.json"
+record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+
+
+def report(res):
+    print(json.dumps(res), flush=True)
+    record[res["variant"]] = res
+    RESULTS_JSON_DIR.mkdir(exist_ok=True)
+    record_file.write_text(json.dumps(record, indent=1) + "\n")
+
+
 hv = ev("val", model.num_stages, "features")
 ht = ev("test", model.num_stages, "features")
-print(
-    json.dumps(
-        {
-            "variant": "head",
-            "val_acc": hv[0],
-            "val_loss": round(hv[1], 4),
-            "test_acc": ht[0],
-            "test_loss": round(ht[1], 4),
-        }
-    ),
-    flush=True,
+report(
+    {"variant": "head", "val_acc": hv[0], "val_loss": round(hv[1], 4), "test_acc": ht[0], "test_loss": round(ht[1], 4)}
 )
 
 
@@ -279,7 +283,7 @@ def run(
             v_, t_ = ev("val"), ev("test")
             res[tag] = {"val_acc": v_[0], "val_loss": round(v_[1], 4), "test_acc": t_[0], "test_loss": round(t_[1], 4)}
             model.load_state_dict(cur)
-    print(json.dumps(res), flush=True)
+    report(res)
 
 
 VARIANTS = {
