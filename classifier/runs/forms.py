@@ -61,9 +61,10 @@ CONFIG_FIELDS = (
     "weight_decay",
     "backbone_lr_mult",
     "label_smoothing",
+    "mixup",
     "head_dropout",
 )
-ADVANCED_FIELDS = ("schedule", "weight_decay", "backbone_lr_mult", "label_smoothing", "head_dropout")
+ADVANCED_FIELDS = ("schedule", "weight_decay", "backbone_lr_mult", "label_smoothing", "mixup", "head_dropout")
 
 
 def backbone_field_choices() -> list[tuple[str, str]]:
@@ -187,6 +188,10 @@ class RunForm(forms.Form):
         help_text=_("Unfrozen backbone blocks learn at this fraction of the fine-tune rate."),
     )
     label_smoothing = TypedFloatField(label=_("Label smoothing"), min_value=0.0, max_value=0.99)
+    mixup = TypedFloatField(
+        label=_("Mixup"), min_value=0.0, max_value=10.0,
+        help_text=_("Fine-tuning learns from pairs of photos blended together; 0: off."),
+    )
     head_dropout = TypedFloatField(label=_("Head dropout"), min_value=0.0, max_value=0.99)
     promote_when_done = forms.BooleanField(
         label=_("Promote when done if better than the active model"), required=False

@@ -92,7 +92,7 @@ def test_the_form_starts_a_run_and_shows_it(staff_client, make_dataset, enqueued
         "head_solver": "epochs",
         "head_lr": 0.001, "finetune_epochs": 1, "finetune_lr": 0.0005, "unfreeze_blocks": 1, "batch_size": 16,
         "image_size": 32, "augmentation": "none", "early_stopping_patience": 0, "seed": 7, "schedule": "cosine",
-        "weight_decay": 0.0, "backbone_lr_mult": 0.1, "label_smoothing": 0.0, "head_dropout": 0.0,
+        "weight_decay": 0.0, "backbone_lr_mult": 0.1, "label_smoothing": 0.0, "mixup": 0.4, "head_dropout": 0.0,
         "promote_when_done": "on",
     }
     with django_capture_on_commit_callbacks(execute=True):
@@ -101,6 +101,7 @@ def test_the_form_starts_a_run_and_shows_it(staff_client, make_dataset, enqueued
     assert response.status_code == 302 and response["Location"] == f"/runs/{run.pk}/"
     assert run.config["optimizer"] == "rmsprop" and run.config["seed"] == 7 and run.config["image_size"] == 32
     assert run.config["budget_minutes"] == 2 and run.config["head_solver"] == "epochs" and run.config["finetune_epochs"] == 1
+    assert run.config["mixup"] == 0.4
     assert run.promote_when_done and run.created_by.username == "staff"
     assert [call["args"] for call in enqueued] == [[run.pk]]
 
