@@ -8,6 +8,8 @@ others are the seeded ``standard`` augmentations of ``training.features.FeatureS
 frozen network's features of ``--views`` views of every photo are computed once; then, on seeded
 random stratified 70/15/15 re-splits, the head is solved on the first 1, 2, 4, ... views of the
 re-split's training photos (validation and test: the evaluation view) and scored on its test part.
+``--image-size`` crops the photos to another square than the network's own (results under
+``head-views-<task>-<size>px``).
 
 Only photos outside the recipe's own test part take part (as in bench/known_classes.py).
 """
@@ -34,6 +36,7 @@ def main() -> None:
         p.add_argument("--task", choices=("dogs-20", "flowers-12", "dogs-120"), default="dogs-20"),
         p.add_argument("--backbone", default="efficientnet_lite2"),
         p.add_argument("--views", type=int, default=8),
+        p.add_argument("--image-size", type=int, help="the square photos are cropped to (default: the network's own)"),
         p.add_argument("--seeds", type=int, default=20)))
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -43,7 +46,7 @@ def main() -> None:
     labels = [s.label for s in pool]
     y = torch.tensor(labels)
     bb = get_backbone(args.backbone)
-    pre = bb.preprocessing()
+    pre = bb.preprocessing(args.image_size)
     model, _ = bb.transfer_model(len(splits.classes), pretrained=True)
     images, failures = decode_images([s.path for s in pool], resize_size=pre["resize_size"], interpolation=pre["interpolation"])
     if failures:
@@ -70,15 +73,17 @@ def main() -> None:
         rows.append([n, f"{100 * a.mean():.1f} ± {100 * a.std() / len(a) ** 0.5:.1f}%",
                      "-" if n == 1 else f"{100 * d.mean():+.1f} ± {100 * d.std() / len(d) ** 0.5:.1f}",
                      f"{sorted(lam[n])[len(lam[n]) // 2]:g}"])
+    size = f" --image-size {args.image_size}" if args.image_size else ""
     markdown = (
-        f"**Head on augmented views** ({args.task}, {args.backbone}, {len(pool)} photos outside the recipe's test part, "
+        f"**Head on augmented views** ({args.task}, {args.backbone} at {pre['image_size']} px, {len(pool)} photos outside the recipe's test part, "
         f"{args.seeds} seeded 70/15/15 re-splits, no head init; test top-1 mean ± standard error; the difference to "
         f"the evaluation view alone is paired by re-split; load average at start {info['load_average_at_start']}; "
         f"`.venv/bin/python bench/head_views.py --datasets ../shared/datasets --task {args.task} --views {args.views} "
-        f"--seeds {args.seeds}`)\n\n"
+        f"--seeds {args.seeds}{size}`)\n\n"
         + table(["training views per photo", "head test top-1", "vs evaluation view only (points)", "median λ"], rows)
     )
-    write_results(f"head-views-{args.task}", {"task": args.task, "backbone": args.backbone, "photos": len(pool),
+    name = f"head-views-{args.task}" + (f"-{args.image_size}px" if args.image_size else "")
+    write_results(name, {"task": args.task, "backbone": args.backbone, "image_size": pre["image_size"], "photos": len(pool),
                                               "seeds": args.seeds, "accuracy": acc, "lambda": lam, "machine": info},
                   markdown)
 

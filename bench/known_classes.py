@@ -8,6 +8,8 @@ own head (``training.head.fit_head``: L-BFGS, label smoothing 0.1, λ chosen on 
 validation part) is fitted with the pretrained classifier's rows as its prior ("head init") and
 without it, and scored on the re-split's test part. The mean over re-splits (with its standard
 error) is what ``training.backbones.registry.KNOWN_CLASSES_BEST`` was chosen on.
+``--candidates efficientnet_lite1@280 ...`` compares other networks or input sizes (results under
+``known-classes-<task>-sizes``).
 
 Only photos outside the recipe's own test part (the splitter's seeded 15%, what
 bench/train_recipe.py reports) take part, so that choice was made on no photo the recipe's test
@@ -29,10 +31,13 @@ from training.head import _score, fit_head
 from training.splits import load_splits
 
 
-def features(name: str, paths: list[Path], classes: list[str], root: Path) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """The frozen network's pooled features of every photo, the prior, seconds per photo."""
+def features(
+    name: str, size: int | None, paths: list[Path], classes: list[str], root: Path
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The frozen network's pooled features of every photo at ``size`` px (None: the network's
+    own), the prior, seconds per photo."""
     bb = get_backbone(name)
-    pre = bb.preprocessing()
+    pre = bb.preprocessing(size)
     model, parts = bb.transfer_model(len(classes), pretrained=True)
     model.eval()
     x, seconds = eval_features(model, pre, paths)
@@ -57,8 +62,12 @@ def resplit(labels: list[int], seed: int) -> tuple[torch.Tensor, torch.Tensor, t
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], lambda p: (p.add_argument("--seeds", type=int, default=20),
-                                                           p.add_argument("--task", choices=("dogs-20", "dogs-120"), default="dogs-20")))
+    args = parse_args(__doc__.splitlines()[0], lambda p: (
+        p.add_argument("--seeds", type=int, default=20),
+        p.add_argument("--task", choices=("dogs-20", "dogs-120"), default="dogs-20"),
+        p.add_argument("--candidates", nargs="+", metavar="NAME[@PX]",
+                       help="networks, each at its own input size or at PX (default: auto's candidates)")))
+    candidates = [(n, int(px) if px else None) for n, _, px in (c.partition("@") for c in args.candidates or AUTO_CANDIDATES)]
     torch.manual_seed(0)
     root = subset(args.datasets, DOGS_20) if args.task == "dogs-20" else dogs120(args.datasets)
     splits = load_splits(TrainConfig(data_dir=str(root)))
@@ -67,8 +76,9 @@ def main() -> None:
     y = torch.tensor(labels)
     info = machine()
     rows, data = [], {"task": args.task, "photos": len(pool), "seeds": args.seeds, "machine": info, "backbones": {}}
-    for name in AUTO_CANDIDATES:
-        x, prior, per_photo = features(name, [s.path for s in pool], splits.classes, root)
+    for name, size in candidates:
+        x, prior, per_photo = features(name, size, [s.path for s in pool], splits.classes, root)
+        name = name if size is None else f"{name}@{size}"
         acc: dict[str, list[float]] = {"prior": [], "no prior": []}
         for seed in range(args.seeds):
             train, val, test = resplit(labels, seed)
@@ -84,10 +94,11 @@ def main() -> None:
         f"**Known classes: which network** ({args.task}, {len(pool)} photos outside the recipe's test part, "
         f"{args.seeds} seeded 70/15/15 re-splits; head = training.head.fit_head; test top-1 mean ± standard error; "
         f"load average at start {info['load_average_at_start']}; "
-        f"`.venv/bin/python bench/known_classes.py --datasets ../shared/datasets --task {args.task} --seeds {args.seeds}`)\n\n"
+        f"`.venv/bin/python bench/known_classes.py --datasets ../shared/datasets --task {args.task} --seeds {args.seeds}"
+        f"{' --candidates ' + ' '.join(args.candidates) if args.candidates else ''}`)\n\n"
         + table(["backbone", "forward ms/photo", "head with the pretrained rows as prior", "head without prior"], rows)
     )
-    write_results(f"known-classes-{args.task}", data, markdown)
+    write_results(f"known-classes-{args.task}" + ("-sizes" if args.candidates else ""), data, markdown)
 
 
 if __name__ == "__main__":

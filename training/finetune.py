@@ -149,7 +149,7 @@ class _Run:
         if self.backbone is None:
             self._choose_backbone()
         assert self.backbone is not None
-        self.pre = self.backbone.preprocessing(c.image_size)
+        self.pre = self.backbone.preprocessing(self.backbone_choice["image_size"] if self.backbone_choice else c.image_size)
         torch.manual_seed(c.seed)
         self.model, parts = self.backbone.transfer_model(
             len(self.classes), pretrained=True, weights_path=c.backbone_weights, dropout=c.head_dropout
@@ -169,9 +169,10 @@ class _Run:
         """``backbone="auto"``: chosen to fit the budget; a resumed run keeps its checkpoint's choice."""
         c, s, last = self.config, self.splits, self.out_dir / ckpt.CHECKPOINT_DIR / "last.json"
         saved = ckpt.read_json(last).get("backbone_choice") if self.resume and last.is_file() else None
-        known = c.init_head_from_pretrained and len(match_original_classes(get_backbone(AUTO_CANDIDATES[0]), s.classes, Path(c.data_dir))) == len(s.classes)
+        matched = len(match_original_classes(get_backbone(AUTO_CANDIDATES[0]), s.classes, Path(c.data_dir))) == len(s.classes)
         self.backbone_choice = saved or choose_auto_backbone(
-            image_size=c.image_size, device=self.device, budget_s=c.budget_seconds, classes_known=known,
+            image_size=c.image_size, device=self.device, budget_s=c.budget_seconds,
+            classes_known=c.init_head_from_pretrained and matched, photos_known=matched,
             spent_s=time.perf_counter() - self.started, n_photos=len(s.train) + len(s.val) + len(s.test),
         )
         self.backbone = get_backbone(self.backbone_choice["name"])

@@ -164,7 +164,7 @@ def finish_run(run: _Run) -> FinetuneResult:
     meta = {
         "format": ckpt.FORMAT_VERSION,
         "backbone": run.backbone.name,
-        "backbone_title": run.backbone.title,
+        "backbone_title": run.backbone.title_at(run.pre["image_size"]),
         "num_classes": len(run.classes),
         "class_names": run.classes,
         "architecture": {"num_features": run.model.num_features, "dropout": c.head_dropout},

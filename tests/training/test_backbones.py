@@ -206,3 +206,9 @@ def test_torchvision_backbone_loads_cached_weights(tmp_path, monkeypatch):
     assert get_backbone("resnet18").info().weights_available
     again = get_backbone("resnet18").build(pretrained=True)
     assert torch.equal(again.fc.weight, net.fc.weight)
+
+
+def test_a_title_names_the_input_size_a_model_really_uses():
+    lite2 = get_backbone("efficientnet_lite2")
+    assert lite2.title_at(None) == lite2.title_at(260) == "EfficientNet-Lite2 (ImageNet, 260 px)"
+    assert lite2.title_at(300) == "EfficientNet-Lite2 (ImageNet, 300 px)"

@@ -114,3 +114,33 @@ def test_auto_for_classes_the_pretrained_network_knows_goes_no_further_than_lite
     choice = registry.choose_auto_backbone(image_size=None, device=torch.device("cpu"), budget_s=60.0, spent_s=1.0,
                                            n_photos=5000, classes_known=True)
     assert choice["name"] == "efficientnet_lite0" and timed == ["efficientnet_lite1", "efficientnet_lite0"]
+
+
+def test_auto_for_photos_of_classes_the_pretrained_network_has_also_tries_a_larger_input(monkeypatch):
+    """Every class matched by name but no head init (dogs with --no-head-init): Lite2 at 300 px is
+    timed first and taken when its pass fits; when it does not, Lite2 at its own 260 px. Photos of
+    other classes, or an explicit image size, never get the larger input."""
+    from training.backbones import registry
+    from training.backbones.base import Backbone
+
+    timed = []
+
+    def fake_time(self, size, *, device):
+        timed.append((self.name, size))
+        return FAKE_MS[self.name] / 1000 * (size / self.input_size) ** 2
+
+    monkeypatch.setattr(Backbone, "time_forward", fake_time)
+
+    def choose(budget_s, **kw):
+        timed.clear()
+        return registry.choose_auto_backbone(device=torch.device("cpu"), budget_s=budget_s, spent_s=0.0, n_photos=800, **kw)
+
+    choice = choose(300.0, image_size=None, photos_known=True)  # 800 x 60 ms = 48 s <= 150 s
+    assert (choice["name"], choice["image_size"]) == ("efficientnet_lite2", 300) and timed == [("efficientnet_lite2", 300)]
+    choice = choose(90.0, image_size=None, photos_known=True)  # 48 s > 45 s >= 800 x 45 ms = 36 s
+    assert (choice["name"], choice["image_size"]) == ("efficientnet_lite2", 260)
+    assert timed == [("efficientnet_lite2", 300), ("efficientnet_lite2", 260)]
+    assert choose(300.0, image_size=None)["image_size"] == 260 and timed == [("efficientnet_lite2", 260)]
+    assert choose(300.0, image_size=224, photos_known=True)["image_size"] == 224 and timed == [("efficientnet_lite2", 224)]
+    choice = choose(300.0, image_size=None, photos_known=True, classes_known=True)  # the prior: Lite1 at its own size
+    assert (choice["name"], choice["image_size"]) == ("efficientnet_lite1", 240)

@@ -97,6 +97,12 @@ class Backbone:
             return [{w.lower()} | {normalize_name(s) for s in d.split(",")} for w, d in zip(wnids, descriptions)]
         return [{normalize_name(c)} for c in self.original_classes]
 
+    def title_at(self, image_size: int | None) -> str:
+        """The title naming the input size a model really uses (titles name the network's own)."""
+        if not image_size or image_size == self.input_size:
+            return self.title
+        return self.title.replace(f"{self.input_size} px", f"{image_size} px")
+
     def info(self, weights_path: str | None = None) -> BackboneInfo:
         if weights_path:
             ok, detail = Path(weights_path).is_file(), f"checkpoint file {weights_path}"
