@@ -134,6 +134,13 @@ class TrainingRun(models.Model):
         return str(metrics.get("backbone") or plan.get("backbone") or self.config.get("backbone", ""))
 
     @property
+    def image_size(self) -> int | None:
+        """The input size the run uses, as its results or its plan name it (None before the plan)."""
+        metrics = (self.result or {}).get("metrics") or {}
+        plan = (self.progress_detail or {}).get("plan") or {}
+        return metrics.get("image_size") or plan.get("image_size")
+
+    @property
     def backbone_auto(self) -> bool:
         """The configuration left the network to the run (``backbone`` "auto", training.backbones.AUTO_BACKBONE)."""
         return self.config.get("backbone") == "auto"

@@ -282,7 +282,7 @@ class _Run:
             plan = self.plan
             on_plan = getattr(self.reporter, "on_plan", None)
             if on_plan is not None:
-                on_plan(plan={**plan.to_dict(), "backbone": self.backbone.name})  # an auto run's choice, shown while it runs
+                on_plan(plan={**plan.to_dict(), "backbone": self.backbone.name, "image_size": self.pre["image_size"]})  # an auto run's choice
             split = self.model.num_stages - plan.unfreeze_blocks if plan.path == "cached" and plan.unfreeze_blocks else None
             self.split = split if c.cache_features else None
             self.store.build(self.images, self.labels, views=plan.views, split=self.split)

@@ -25,6 +25,7 @@ from django.conf import settings
 from training.backbones import (
     AUTO_BACKBONE,
     AUTO_CANDIDATES,
+    KNOWN_PHOTOS_SIZES,
     BackboneInfo,
     check_backbone,
     get_backbone,
@@ -134,12 +135,15 @@ def time_limit_seconds(config: Mapping[str, Any], *, image_count: int) -> int:
 
     Ten minutes for start-up (weights, decoding, feature caches) plus, per image and epoch, a
     budget that assumes a slow CPU: 0.05 s in the cached head phase and 1 s in the fine-tune
-    phase at 224 px (scaled with the pixel count). ``auto`` counts its largest candidate's size.
+    phase at 224 px (scaled with the pixel count). ``auto`` counts its largest candidate's size
+    (``KNOWN_PHOTOS_SIZES`` included).
     """
     backbone = str(config.get("backbone") or TrainConfig.backbone)
     names = AUTO_CANDIDATES if backbone == AUTO_BACKBONE else (backbone,)
     try:
-        size = config.get("image_size") or max(get_backbone(name).input_size for name in names)
+        size = config.get("image_size") or max(
+            max(get_backbone(name).input_size, KNOWN_PHOTOS_SIZES.get(name, 0)) for name in names
+        )
     except ConfigError:
         size = 224
     pixels = (float(size) / 224.0) ** 2

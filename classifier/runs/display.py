@@ -173,13 +173,16 @@ def unit_text(key: str, value: Any) -> str:
     return unit(plural_count(value)) if callable(unit) else str(unit)
 
 
-def config_groups(configs: list[dict[str, Any]], *, backbones: list[str] | None = None) -> list[dict[str, Any]]:
+def config_groups(
+    configs: list[dict[str, Any]], *, backbones: list[str] | None = None, image_sizes: list[int | None] | None = None
+) -> list[dict[str, Any]]:
     """Groups of rows for one or more configurations (one value column each).
 
     Each row: key, label, help, values (display strings), cells (each value with its unit, in the
     form its number takes), differs (the runs disagree) and default (every run has the default value: the page folds such rows behind "more").
     ``backbones``: per configuration, the network its run used (``TrainingRun.backbone``), so that
-    an ``auto`` row names the chosen one.
+    an ``auto`` row names the chosen one; ``image_sizes`` likewise the input size it used
+    (``TrainingRun.image_size``), shown where an ``auto`` run left the size to its choice.
     """
     defaults = runconfig.default_config()
     keys: list[str] = []
@@ -193,13 +196,18 @@ def config_groups(configs: list[dict[str, Any]], *, backbones: list[str] | None 
         texts = [value_text(key, v) for v in raw]
         if key == "backbone" and backbones:
             texts = [backbone_text(str(v), used) if isinstance(v, str) else text for v, used, text in zip(raw, backbones, texts)]
+        units = [unit_text(key, v) for v in raw]
+        if key == "image_size" and image_sizes:
+            for i, (config, used) in enumerate(zip(configs, image_sizes)):
+                if raw[i] is None and used and config.get("backbone") == runconfig.AUTO_BACKBONE:
+                    texts[i], units[i] = gettext("%(size)s px, chosen automatically") % {"size": used}, ""
         grouped[setting.group].append(
             {
                 "key": key,
                 "label": str(setting.label),
                 "help": str(setting.help),
                 "values": texts,
-                "cells": [{"text": text, "unit": unit_text(key, v)} for v, text in zip(raw, texts)],
+                "cells": [{"text": text, "unit": unit} for text, unit in zip(texts, units)],
                 "differs": len({repr(v) for v in raw}) > 1 or len(set(texts)) > 1,
                 "default": key in defaults and all(v == defaults[key] for v in raw) and len(set(texts)) == 1,
             }

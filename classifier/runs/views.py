@@ -216,7 +216,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "misclassified": [p for p in (report or {}).get("predictions", []) if not p.get("correct")][:GALLERY_LIMIT],
             "misclassified_total": sum(1 for p in (report or {}).get("predictions", []) if not p.get("correct")),
             "version": version,
-            "config_groups": display.config_groups([run.config], backbones=[run.backbone]),
+            "config_groups": display.config_groups([run.config], backbones=[run.backbone], image_sizes=[run.image_size]),
             "metrics": (run.result or {}).get("metrics", {}),
             "photos_visible": _photos_visible(request),
             "plan": (run.result or {}).get("plan") or (run.progress_detail or {}).get("plan"),
@@ -385,6 +385,6 @@ def run_compare(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "classifier/runs/compare.html",
-        {"runs": runs, "config_groups": display.config_groups([run.config for run in runs], backbones=[run.backbone for run in runs]), "compare_svg": svg, "error": error, "ids": ",".join(str(r.pk) for r in runs)},
+        {"runs": runs, "config_groups": display.config_groups([run.config for run in runs], backbones=[run.backbone for run in runs], image_sizes=[run.image_size for run in runs]), "compare_svg": svg, "error": error, "ids": ",".join(str(r.pk) for r in runs)},
         status=400 if error and ids else 200,
     )

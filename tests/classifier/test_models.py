@@ -38,8 +38,10 @@ def test_an_auto_run_names_its_network_from_its_plan_while_it_runs_and_from_its_
     run = make_run(config={"backbone": "auto"})
     assert run.backbone == "auto" and run_backbone_text(run) == "Automatic"
     run.status = TrainingRun.Status.RUNNING
-    run.progress_detail = {"stage": "plan", "plan": {"views": 4, "backbone": "efficientnet_lite2"}}
+    assert run.image_size is None
+    run.progress_detail = {"stage": "plan", "plan": {"views": 4, "backbone": "efficientnet_lite2", "image_size": 300}}
     run.save()
+    assert run.image_size == 300
     assert run.backbone == "efficientnet_lite2" and run_backbone_text(run) == "EfficientNet-Lite2 (chosen automatically)"
     assert list(run_list(backbone="efficientnet_lite2")) == [run] and "efficientnet_lite2" in run_backbones()
     run.result = {"metrics": {"backbone": "efficientnet_lite1"}}

@@ -178,6 +178,19 @@ def test_a_finished_automatic_run_shows_the_network_it_chose(client, auto_runs):
     assert "Автоматический выбор" in client.get("/runs/", headers={"accept-language": "ru"}).content.decode()
 
 
+def test_an_automatic_run_shows_the_input_size_it_chose(client, auto_runs):
+    done, waiting = auto_runs
+    for run in auto_runs:  # a stored configuration names every setting; image_size None: auto chooses
+        run.config = {**run.config, "image_size": None}
+    done.result = {"metrics": {**done.result["metrics"], "image_size": 300}}
+    done.save()
+    waiting.save()
+    html = client.get(done.get_absolute_url()).content.decode()
+    assert "300 px, chosen automatically" in html and "the network&#x27;s own" not in html
+    assert "300 пикс., выбран автоматически" in client.get(done.get_absolute_url(), headers={"accept-language": "ru"}).content.decode()
+    assert "the network&#x27;s own" in client.get(waiting.get_absolute_url()).content.decode()  # not chosen yet
+
+
 def test_the_run_list_filters_automatic_runs_by_their_choice(client, auto_runs, make_run):
     done, waiting = auto_runs
     lite0 = make_run(config={"backbone": "efficientnet_lite0", "optimizer": "adam"})
