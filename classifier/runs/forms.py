@@ -129,8 +129,8 @@ class RunForm(forms.Form):
     backbone = forms.ChoiceField(
         label=_("Pretrained network"), widget=BackboneSelect,
         help_text=_("The network the model starts from. Automatic: the run times EfficientNet-Lite2, Lite1 and Lite0 and "
-                    "takes the strongest whose pass over the photos fits half the time budget; at most Lite1 when the "
-                    "pretrained network already knows every class."),
+                    "takes the strongest whose pass over the photos fits half the time budget; when the pretrained "
+                    "network already knows every class it tries Lite2 at 300 px first."),
     )
     optimizer = forms.ChoiceField(
         label=_("Optimizer"),

@@ -54,9 +54,9 @@ AUTO_CANDIDATES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lit
 # When the pretrained classifier knows every class (its rows are the head's prior), auto goes no
 # further than this candidate. Measured with bench/known_classes.py on dogs-20 (photos outside the
 # recipe's test part, 20 seeded re-splits, the head with the prior, test top-1 mean ± standard
-# error): Lite0 96.0 ± 0.5%, Lite1 97.3 ± 0.4%, Lite2 97.5 ± 0.3%: Lite1 ties Lite2 and costs less
-# (forward 62 against 71 ms a photo in that run; Lite2 is 260 px, Lite1 240).
-KNOWN_CLASSES_BEST = "efficientnet_lite1"
+# error): Lite0 96.0 ± 0.5%, Lite1 97.3 ± 0.4%, Lite2 97.5 ± 0.3% at its own 260 px and
+# 98.2 ± 0.3% at 300 px (KNOWN_PHOTOS_SIZES, below), which is what such runs try first.
+KNOWN_CLASSES_BEST = "efficientnet_lite2"
 # Photos of classes the pretrained network has (every class matched by name, with or without head
 # init) are the kind it was trained on, and for them its frozen features are better at a larger input
 # than its own (the train/test resolution discrepancy, Touvron et al. 2019). auto then also tries
