@@ -7,7 +7,7 @@ once (the evaluation view); then, on many seeded random stratified 70/15/15 re-s
 own head (``training.head.fit_head``: L-BFGS, label smoothing 0.1, λ chosen on the re-split's
 validation part) is fitted with the pretrained classifier's rows as its prior ("head init") and
 without it, and scored on the re-split's test part. The mean over re-splits (with its standard
-error) is what ``training.backbones.registry.KNOWN_CLASSES_BEST`` was chosen on.
+error) is what ``auto``'s choice for such classes (``training.backbones.registry``) was made on.
 ``--candidates efficientnet_lite1@280 ...`` compares other networks or input sizes (results under
 ``known-classes-<task>-sizes``).
 

@@ -71,8 +71,7 @@ def choose_backbone(
     """The strongest candidate (``candidates``: (name, size), weakest first) whose one pass over
     ``n_photos`` fits ``BACKBONE_SHARE`` of what is left of the budget; without a budget the
     strongest; the weakest when none fits. ``classes_known`` (the pretrained classifier knows every
-    class, so its rows are the head's prior) only changes the reason: the caller passes the
-    candidates measured best for that case (``training.backbones.registry.KNOWN_CLASSES_BEST``).
+    class, so its rows are the head's prior) only changes the reason.
 
     ``time_forward(name, size)`` measures seconds per photo; candidates are timed strongest
     first and only until one fits. Returns the choice, every option timed, and the reason.

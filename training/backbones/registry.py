@@ -51,12 +51,11 @@ DEFAULT_BACKBONE = "efficientnet_lite0"
 # logistic regression on Lite2's frozen features beats Lite0's by 6.6 points on dogs-120 (82.4% vs 75.8%).
 AUTO_BACKBONE = "auto"
 AUTO_CANDIDATES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-# When the pretrained classifier knows every class (its rows are the head's prior), auto goes no
-# further than this candidate. Measured with bench/known_classes.py on dogs-20 (photos outside the
+# When the pretrained classifier knows every class (its rows are the head's prior) the strongest
+# candidate is best too: measured with bench/known_classes.py on dogs-20 (photos outside the
 # recipe's test part, 20 seeded re-splits, the head with the prior, test top-1 mean ± standard
 # error): Lite0 96.0 ± 0.5%, Lite1 97.3 ± 0.4%, Lite2 97.5 ± 0.3% at its own 260 px and
 # 98.2 ± 0.3% at 300 px (KNOWN_PHOTOS_SIZES, below), which is what such runs try first.
-KNOWN_CLASSES_BEST = "efficientnet_lite2"
 # Photos of classes the pretrained network has (every class matched by name, with or without head
 # init) are the kind it was trained on, and for them its frozen features are better at a larger input
 # than its own (the train/test resolution discrepancy, Touvron et al. 2019). auto then also tries
@@ -93,13 +92,12 @@ def choose_auto_backbone(
 ) -> dict[str, Any]:
     """``backbone="auto"``: the strongest of ``AUTO_CANDIDATES`` with weights here whose pass over
     ``n_photos`` fits the budget (``training.plan.choose_backbone``), each timed on ``device``.
-    ``classes_known``: the head starts from the pretrained rows (no further than
-    ``KNOWN_CLASSES_BEST``); ``photos_known``: every class is one the pretrained network has, so
-    ``KNOWN_PHOTOS_SIZES`` are tried too (unless ``image_size`` is set).
+    ``classes_known``: the head starts from the pretrained rows (only the reason says so);
+    ``photos_known``: every class is one the pretrained network has, so ``KNOWN_PHOTOS_SIZES`` are
+    tried too (unless ``image_size`` is set).
     Returns the record a run keeps: name, image_size, reason, the timings (ms per photo)."""
-    names = AUTO_CANDIDATES[: AUTO_CANDIDATES.index(KNOWN_CLASSES_BEST) + 1] if classes_known else AUTO_CANDIDATES
     candidates = []  # weakest first
-    for n in (n for n in names if BACKBONES[n].info().weights_available):
+    for n in (n for n in AUTO_CANDIDATES if BACKBONES[n].info().weights_available):
         candidates.append((n, image_size or BACKBONES[n].input_size))
         if photos_known and image_size is None and n in KNOWN_PHOTOS_SIZES:
             candidates.append((n, KNOWN_PHOTOS_SIZES[n]))
